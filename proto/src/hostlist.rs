@@ -1,0 +1,1 @@
+//! Hostlist expressions (TODO: being written).

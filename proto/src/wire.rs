@@ -1,0 +1,195 @@
+//! The API's wire types: JSON:API documents as the reference power-server
+//! wrote them, plus this project's added attributes.
+//!
+//! Compatibility rule: the reference's attributes keep their names, types
+//! and meaning; new facts are only ever *added* attributes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A power action, named as on the wire and in the driver protocol
+/// (`DRIVER ACTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report whether the node is powered.
+    Status,
+    /// Power the node on.
+    PowerOn,
+    /// Power the node off.
+    PowerOff,
+    /// Power-cycle (reset) the node.
+    Restart,
+}
+
+impl Action {
+    /// Every action, in the order the driver protocol documents them.
+    pub const ALL: [Action; 4] = [Action::PowerOn, Action::PowerOff, Action::Restart, Action::Status];
+
+    /// The protocol name: `status`, `power_on`, `power_off`, `restart`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Status => "status",
+            Action::PowerOn => "power_on",
+            Action::PowerOff => "power_off",
+            Action::Restart => "restart",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown action {s:?} (expected power_on, power_off, restart or status)"))
+    }
+}
+
+/// A node's power state as far as the server could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    /// The status driver exited 0.
+    On,
+    /// The status driver exited with the platform's `status_off_exit_code`.
+    Off,
+    /// Anything else: the driver failed, timed out, or the node is missing.
+    Unknown,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::Unknown => "unknown",
+        })
+    }
+}
+
+/// The outcome of one action on one node: what the engine produces and what
+/// a `commands` resource carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CommandAttributes {
+    /// The action that was run.
+    pub action: Action,
+    /// The node's name (also the resource id).
+    pub node_name: String,
+    /// The node's platform; `null` for a missing node.
+    pub platform: Option<String>,
+    /// True exactly when the node is not in the topology.
+    pub missing: bool,
+    /// True exactly when the driver exited as success (for `status`: on or off).
+    pub success: bool,
+    /// `status` only: the node is on. Meaningful only when `success`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    /// Added: the power state (`status` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PowerState>,
+    /// Added: why the action failed (last line of the driver's stderr, or
+    /// what the server knows: timed out, killed by signal, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Added: the driver's exit code, when it exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Added: how long the driver ran, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+impl CommandAttributes {
+    /// The result for a node the topology does not know.
+    pub fn missing(action: Action, node: &str) -> Self {
+        CommandAttributes {
+            action,
+            node_name: node.to_string(),
+            platform: None,
+            missing: true,
+            success: false,
+            running: (action == Action::Status).then_some(false),
+            state: (action == Action::Status).then_some(PowerState::Unknown),
+            error: Some(format!("node {node} is not in the topology")),
+            exit_code: None,
+            duration_ms: 0,
+        }
+    }
+}
+
+/// Attributes of a `nodes` resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAttributes {
+    /// The node's name.
+    pub name: String,
+    /// Added: the node's platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Added: the groups the node belongs to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// Attributes of a `groups` resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAttributes {
+    /// The group's name.
+    pub name: String,
+    /// Its member nodes, in topology order.
+    pub nodes: Vec<String>,
+}
+
+/// One JSON:API resource object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource<A> {
+    /// `commands`, `nodes` or `groups`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The node or group name.
+    pub id: String,
+    /// The resource's attributes.
+    pub attributes: A,
+}
+
+/// A JSON:API document with a list of resources as its primary data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document<A> {
+    /// The resources.
+    pub data: Vec<Resource<A>>,
+}
+
+impl Resource<CommandAttributes> {
+    /// Wrap a command result as a `commands` resource.
+    pub fn command(attributes: CommandAttributes) -> Self {
+        Resource { kind: "commands".into(), id: attributes.node_name.clone(), attributes }
+    }
+}
+
+/// A JSON:API error document, as the server writes it for 4xx answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDocument {
+    /// The errors (the server writes one).
+    pub errors: Vec<ErrorObject>,
+}
+
+/// One JSON:API error object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    /// The HTTP status, as a string (JSON:API's convention).
+    pub status: String,
+    /// A short summary (`Forbidden`, `Bad Request`).
+    pub title: String,
+    /// What was wrong, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
