@@ -25,7 +25,12 @@ pub enum Action {
 
 impl Action {
     /// Every action, in the order the driver protocol documents them.
-    pub const ALL: [Action; 4] = [Action::PowerOn, Action::PowerOff, Action::Restart, Action::Status];
+    pub const ALL: [Action; 4] = [
+        Action::PowerOn,
+        Action::PowerOff,
+        Action::Restart,
+        Action::Status,
+    ];
 
     /// The protocol name: `status`, `power_on`, `power_off`, `restart`.
     pub fn as_str(self) -> &'static str {
@@ -50,7 +55,9 @@ impl FromStr for Action {
         Action::ALL
             .into_iter()
             .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown action {s:?} (expected power_on, power_off, restart or status)"))
+            .ok_or_else(|| {
+                format!("unknown action {s:?} (expected power_on, power_off, restart or status)")
+            })
     }
 }
 
@@ -171,7 +178,11 @@ pub struct Document<A> {
 impl Resource<CommandAttributes> {
     /// Wrap a command result as a `commands` resource.
     pub fn command(attributes: CommandAttributes) -> Self {
-        Resource { kind: "commands".into(), id: attributes.node_name.clone(), attributes }
+        Resource {
+            kind: "commands".into(),
+            id: attributes.node_name.clone(),
+            attributes,
+        }
     }
 }
 

@@ -1,0 +1,104 @@
+//! `power-server check`: load and validate exactly as `serve` would, and
+//! say what was found, so an admin can try a change before reloading.
+
+use crate::driver::{generate, DriverKind};
+use crate::load::{load, LoadSettings, Loaded};
+use crate::topology::{Diagnostic, DriverSpec, LoadErrors, Resolved};
+use power_proto::hostlist;
+use std::fmt::Write as _;
+
+/// What `check` found: the report for stdout, or every error.
+pub fn check(settings: &LoadSettings) -> Result<String, LoadErrors> {
+    let loaded = load(settings)?;
+    Ok(report(&loaded, &missing_tools(&loaded)))
+}
+
+/// Tools an inline command calls that `which` cannot find on PATH.
+pub fn missing_tools(loaded: &Loaded) -> Vec<Diagnostic> {
+    let mut found = Vec::new();
+    for platform in loaded.topology.platforms.values() {
+        let DriverSpec::Inline(commands) = &platform.driver else {
+            continue;
+        };
+        let mut programs: Vec<String> = commands
+            .values()
+            .flat_map(|c| generate::called_programs(c))
+            .collect();
+        programs.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        for program in programs {
+            if seen.insert(program.clone()) && which::which(&program).is_err() {
+                found.push(Diagnostic::at(
+                    &platform.defined_at,
+                    format!(
+                        "platform {}: its commands call {program:?}, which is not on PATH",
+                        platform.name
+                    ),
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    let topology = &loaded.topology;
+    out.push_str("files:\n");
+    for (_, resolved) in &loaded.files {
+        let _ = match resolved {
+            Resolved::File(path) => writeln!(out, "  {}", path.display()),
+            Resolved::Masked(path) => writeln!(out, "  {} (masks this name)", path.display()),
+        };
+    }
+    out.push_str("platforms:\n");
+    let width = topology
+        .platforms
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    for (name, platform) in &topology.platforms {
+        let driver = &loaded.drivers.by_platform[name];
+        let kind = match driver.kind {
+            DriverKind::Inline => "inline".to_string(),
+            DriverKind::DropIn => format!("driver {}", driver.path.display()),
+        };
+        let nodes = topology
+            .nodes()
+            .iter()
+            .filter(|n| &n.platform == name)
+            .count();
+        let _ = writeln!(
+            out,
+            "  {name:width$}  {nodes:>5} node{}  {kind}  ({})",
+            if nodes == 1 { " " } else { "s" },
+            platform.defined_at
+        );
+    }
+    let names = topology.nodes().iter().map(|n| n.name.as_str());
+    let _ = writeln!(
+        out,
+        "nodes: {} ({})",
+        topology.nodes().len(),
+        hostlist::compress(names)
+    );
+    let _ = writeln!(out, "groups: {}", topology.groups.len());
+    for group in topology.groups.values() {
+        let _ = writeln!(
+            out,
+            "  {}: {}",
+            group.name,
+            hostlist::compress(&group.nodes)
+        );
+    }
+    let warnings: Vec<&Diagnostic> = loaded.warnings.iter().chain(missing_tools).collect();
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "warnings:");
+        for w in warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+    out.push_str("topology OK\n");
+    out
+}

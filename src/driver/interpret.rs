@@ -1,0 +1,230 @@
+//! A driver run's outcome to the node's result.
+//!
+//! Pure: exit codes per the reference protocol (0 success; for `status`, 0
+//! on, `status_off_exit_code` off, anything else unknown), and an error
+//! message a person can act on.
+
+use power_proto::wire::{Action, CommandAttributes, PowerState};
+use std::time::Duration;
+
+/// How a driver run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal (not by the server).
+    Signal(i32),
+    /// Overran its timeout; the server killed its process group.
+    TimedOut(Duration),
+    /// The server stopped it while shutting down.
+    Stopped,
+    /// Could not be started at all.
+    SpawnFailed(String),
+}
+
+/// What the engine knows after one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How it ended.
+    pub exit: Exit,
+    /// The tail of its stderr (bounded).
+    pub stderr: Vec<u8>,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// Longest error message passed on, in characters.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// The node's result for `outcome`. `secrets` are masked in the error.
+pub fn interpret(
+    action: Action,
+    node: &str,
+    platform: &str,
+    status_off_exit_code: i32,
+    outcome: &Outcome,
+    secrets: &[String],
+) -> CommandAttributes {
+    let is_status = action == Action::Status;
+    let (success, state, exit_code) = match outcome.exit {
+        Exit::Code(0) => (true, PowerState::On, Some(0)),
+        Exit::Code(c) if is_status && c == status_off_exit_code => (true, PowerState::Off, Some(c)),
+        Exit::Code(c) => (false, PowerState::Unknown, Some(c)),
+        _ => (false, PowerState::Unknown, None),
+    };
+    let error = (!success).then(|| {
+        let stderr = last_line(&outcome.stderr);
+        let known = match &outcome.exit {
+            Exit::Code(c) if is_status => {
+                format!("status exited {c}: neither on (0) nor off ({status_off_exit_code})")
+            }
+            Exit::Code(c) => format!("{action} exited {c}"),
+            Exit::Signal(s) => format!("driver killed by signal {s} ({})", signal_name(*s)),
+            Exit::TimedOut(d) => format!(
+                "timed out after {}; driver killed",
+                humantime::format_duration(*d)
+            ),
+            Exit::Stopped => "stopped: the server is shutting down".to_string(),
+            Exit::SpawnFailed(e) => format!("cannot run driver: {e}"),
+        };
+        // The driver's own last word is the best explanation of a failure,
+        // but not of a kill: then what the server knows comes first.
+        let message = match (&outcome.exit, stderr) {
+            (Exit::Code(_), Some(line)) => line,
+            (_, Some(line)) => format!("{known} (last output: {line})"),
+            (_, None) => known,
+        };
+        truncate(&redact(&message, secrets), MAX_ERROR_CHARS)
+    });
+    CommandAttributes {
+        action,
+        node_name: node.to_string(),
+        platform: Some(platform.to_string()),
+        missing: false,
+        success,
+        running: is_status.then_some(success && state == PowerState::On),
+        state: is_status.then_some(state),
+        error,
+        exit_code,
+        duration_ms: outcome.duration.as_millis().min(u64::MAX as u128) as u64,
+    }
+}
+
+/// The last non-blank line of `bytes`, trimmed.
+pub fn last_line(bytes: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// `text` with every secret replaced by `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown signal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(exit: Exit, stderr: &str) -> Outcome {
+        Outcome {
+            exit,
+            stderr: stderr.as_bytes().to_vec(),
+            duration: Duration::from_millis(12),
+        }
+    }
+
+    fn run(action: Action, exit: Exit, stderr: &str) -> CommandAttributes {
+        interpret(
+            action,
+            "n1",
+            "p",
+            111,
+            &outcome(exit, stderr),
+            &["hunter2".to_string()],
+        )
+    }
+
+    #[test]
+    fn status_exit_codes_follow_the_reference_protocol() {
+        let on = run(Action::Status, Exit::Code(0), "");
+        assert_eq!(
+            (on.success, on.running, on.state),
+            (true, Some(true), Some(PowerState::On))
+        );
+        assert_eq!(on.error, None);
+        let off = run(Action::Status, Exit::Code(111), "");
+        assert_eq!(
+            (off.success, off.running, off.state),
+            (true, Some(false), Some(PowerState::Off))
+        );
+        let unknown = run(Action::Status, Exit::Code(1), "");
+        assert_eq!(
+            (unknown.success, unknown.running, unknown.state),
+            (false, Some(false), Some(PowerState::Unknown))
+        );
+        assert_eq!(
+            unknown.error.as_deref(),
+            Some("status exited 1: neither on (0) nor off (111)")
+        );
+    }
+
+    #[test]
+    fn actions_succeed_only_on_zero_and_have_no_state() {
+        let ok = run(Action::PowerOn, Exit::Code(0), "");
+        assert_eq!(
+            (ok.success, ok.running, ok.state, ok.exit_code),
+            (true, None, None, Some(0))
+        );
+        // 111 is only "off" for status.
+        let bad = run(Action::PowerOn, Exit::Code(111), "");
+        assert!(!bad.success);
+        assert_eq!(bad.error.as_deref(), Some("power_on exited 111"));
+    }
+
+    #[test]
+    fn the_last_stderr_line_explains_a_failure() {
+        let r = run(
+            Action::PowerOff,
+            Exit::Code(1),
+            "trying\nError: unable to establish IPMI session\n\n",
+        );
+        assert_eq!(
+            r.error.as_deref(),
+            Some("Error: unable to establish IPMI session")
+        );
+    }
+
+    #[test]
+    fn kills_and_timeouts_say_what_the_server_did() {
+        let t = run(Action::Restart, Exit::TimedOut(Duration::from_secs(60)), "");
+        assert_eq!(
+            t.error.as_deref(),
+            Some("timed out after 1m; driver killed")
+        );
+        assert_eq!(t.exit_code, None);
+        let s = run(Action::Restart, Exit::Signal(9), "half done");
+        assert_eq!(
+            s.error.as_deref(),
+            Some("driver killed by signal 9 (SIGKILL) (last output: half done)")
+        );
+        let f = run(
+            Action::Status,
+            Exit::SpawnFailed("Permission denied".into()),
+            "",
+        );
+        assert_eq!(
+            f.error.as_deref(),
+            Some("cannot run driver: Permission denied")
+        );
+    }
+
+    #[test]
+    fn secrets_never_reach_the_error() {
+        let r = run(
+            Action::PowerOn,
+            Exit::Code(1),
+            "login failed for admin:hunter2",
+        );
+        assert_eq!(r.error.as_deref(), Some("login failed for admin:***"));
+    }
+}

@@ -1,0 +1,16 @@
+//! Drivers: the executables that do the hardware talking.
+//!
+//! `generate` turns inline commands into scripts (pure), `build` makes every
+//! platform's executable ready (I/O), `plan` decides argv and environment
+//! (pure), `spawn` runs one (processes), `interpret` turns its exit into a
+//! result (pure).
+
+pub mod build;
+pub mod generate;
+pub mod interpret;
+pub mod plan;
+pub mod spawn;
+
+pub use build::{build, Driver, DriverKind, Drivers};
+pub use interpret::{interpret, Exit, Outcome};
+pub use plan::{plan, Invocation};

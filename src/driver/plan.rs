@@ -1,0 +1,198 @@
+//! Node and action to an invocation: program, argument and environment.
+//!
+//! Pure. Values reach the driver as environment variables only; nothing is
+//! ever spliced into shell text.
+
+use crate::topology::{Node, Platform};
+use power_proto::wire::Action;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to run a driver once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The driver executable.
+    pub program: PathBuf,
+    /// Its one argument.
+    pub action: Action,
+    /// Its whole environment (the child's environment is cleared first).
+    pub env: Vec<(OsString, OsString)>,
+    /// How long it may run.
+    pub timeout: Duration,
+}
+
+/// Does an inherited variable belong to the server alone? Its settings
+/// (`POWER_SERVER_*`, the JWT secret among them) never reach a driver, nor
+/// does `BASH_ENV`/`ENV`, which would make every bash driver source a file.
+pub fn is_server_private(name: &str) -> bool {
+    name.starts_with("POWER_SERVER_") || name == "BASH_ENV" || name == "ENV"
+}
+
+/// Plan one run: the inherited environment, minus anything named like a
+/// declared variable, plus the node's declared variables, plus the
+/// protocol's `POWER_ACTION`, `POWER_NODE`, `POWER_PLATFORM`.
+pub fn plan(
+    inherited: &[(OsString, OsString)],
+    program: PathBuf,
+    platform: &Platform,
+    node: &Node,
+    action: Action,
+) -> Invocation {
+    const PROTOCOL: [&str; 3] = ["POWER_ACTION", "POWER_NODE", "POWER_PLATFORM"];
+    // A declared variable the node lacks is unset rather than inherited, so
+    // a server-side value of the same name can never stand in for it.
+    let overridden = |k: &OsString| {
+        k.to_str()
+            .is_some_and(|k| PROTOCOL.contains(&k) || platform.variables.iter().any(|v| v == k))
+    };
+    let mut env: Vec<(OsString, OsString)> = inherited
+        .iter()
+        .filter(|(k, _)| !overridden(k))
+        .cloned()
+        .collect();
+    for var in &platform.variables {
+        if let Some(value) = node.variables.get(var) {
+            env.push((var.into(), value.into()));
+        }
+    }
+    env.push(("POWER_ACTION".into(), action.as_str().into()));
+    env.push(("POWER_NODE".into(), node.name.clone().into()));
+    env.push(("POWER_PLATFORM".into(), platform.name.clone().into()));
+    Invocation {
+        program,
+        action,
+        env,
+        timeout: platform.timeout,
+    }
+}
+
+/// Values of a node's variables that look like credentials, to be masked in
+/// anything logged or returned (a driver may echo its inputs on error).
+pub fn secrets(node: &Node) -> Vec<String> {
+    const HINTS: [&str; 5] = ["pass", "secret", "token", "key", "cred"];
+    node.variables
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && HINTS.iter().any(|h| k.to_ascii_lowercase().contains(h)))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{DriverSpec, Location};
+    use std::collections::BTreeMap;
+
+    fn here() -> Location {
+        Location {
+            file: "t.yaml".into(),
+            line: 1,
+            column: 1,
+        }
+    }
+
+    fn platform(vars: &[&str]) -> Platform {
+        Platform {
+            name: "p".into(),
+            defined_at: here(),
+            variables: vars.iter().map(|v| v.to_string()).collect(),
+            driver: DriverSpec::Inline(BTreeMap::new()),
+            status_off_exit_code: 111,
+            timeout: Duration::from_secs(5),
+            concurrency: None,
+            serialize_by: None,
+        }
+    }
+
+    fn node(vars: &[(&str, &str)]) -> Node {
+        Node {
+            name: "n1".into(),
+            platform: "p".into(),
+            variables: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            groups: vec![],
+            defined_at: here(),
+            platform_at: here(),
+        }
+    }
+
+    fn get<'a>(inv: &'a Invocation, k: &str) -> Vec<&'a OsString> {
+        inv.env
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    #[test]
+    fn only_declared_variables_are_passed() {
+        let n = node(&[("name", "n1"), ("bmc", "10.0.0.1"), ("secret_extra", "x")]);
+        let inv = plan(
+            &[],
+            "/d".into(),
+            &platform(&["name", "bmc"]),
+            &n,
+            Action::Status,
+        );
+        assert_eq!(get(&inv, "bmc"), vec!["10.0.0.1"]);
+        assert_eq!(get(&inv, "name"), vec!["n1"]);
+        assert!(get(&inv, "secret_extra").is_empty());
+        assert_eq!(get(&inv, "POWER_ACTION"), vec!["status"]);
+        assert_eq!(get(&inv, "POWER_NODE"), vec!["n1"]);
+        assert_eq!(get(&inv, "POWER_PLATFORM"), vec!["p"]);
+    }
+
+    #[test]
+    fn declared_but_absent_variables_do_not_inherit_the_servers_value() {
+        let inherited = vec![
+            ("region".into(), "server-side".into()),
+            ("HOME".into(), "/root".into()),
+        ];
+        let inv = plan(
+            &inherited,
+            "/d".into(),
+            &platform(&["region"]),
+            &node(&[]),
+            Action::PowerOn,
+        );
+        assert!(get(&inv, "region").is_empty());
+        assert_eq!(get(&inv, "HOME"), vec!["/root"]);
+    }
+
+    #[test]
+    fn protocol_variables_cannot_be_inherited_twice() {
+        let inherited = vec![("POWER_NODE".into(), "spoof".into())];
+        let inv = plan(
+            &inherited,
+            "/d".into(),
+            &platform(&[]),
+            &node(&[]),
+            Action::PowerOff,
+        );
+        assert_eq!(get(&inv, "POWER_NODE"), vec!["n1"]);
+    }
+
+    #[test]
+    fn server_settings_are_private() {
+        assert!(is_server_private("POWER_SERVER_JWT_SECRET"));
+        assert!(is_server_private("BASH_ENV"));
+        assert!(!is_server_private("POWER_SIM_DIR"));
+        assert!(!is_server_private("PATH"));
+    }
+
+    #[test]
+    fn credential_like_values_are_secrets() {
+        let n = node(&[
+            ("ipmi_password", "hunter2"),
+            ("api_token", "t0k"),
+            ("bmc", "h"),
+            ("empty_pass", ""),
+        ]);
+        let mut s = secrets(&n);
+        s.sort();
+        assert_eq!(s, vec!["hunter2", "t0k"]);
+    }
+}

@@ -1,0 +1,164 @@
+//! Run one driver: its own process group, a timeout after which the whole
+//! group is killed, and output captured up to a bound.
+//!
+//! The only part of the driver module that touches processes.
+
+use super::interpret::{Exit, Outcome};
+use super::plan::Invocation;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// Bytes kept of each output stream (the tail: the last line is the error).
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Between TERM and KILL when a driver is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for output after the driver exits: a descendant that
+/// left the process group may hold the pipes open.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Both streams' tails.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// Tail of stdout.
+    pub stdout: Vec<u8>,
+    /// Tail of stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Run `invocation`. `stop` turning true asks for the run to be killed (the
+/// server is shutting down). Never panics on a driver's misbehaviour: every
+/// failure becomes the outcome.
+pub async fn run(invocation: &Invocation, mut stop: watch::Receiver<bool>) -> (Outcome, Captured) {
+    let started = Instant::now();
+    let failed = |e: String| {
+        (
+            Outcome {
+                exit: Exit::SpawnFailed(e),
+                stderr: Vec::new(),
+                duration: started.elapsed(),
+            },
+            Captured::default(),
+        )
+    };
+    let mut child = match spawn(invocation).await {
+        Ok(child) => child,
+        Err(e) => return failed(format!("{}: {e}", invocation.program.display())),
+    };
+    let Some(pgid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
+        return failed("exited before it could be tracked".into());
+    };
+    let stdout = tokio::spawn(read_tail(child.stdout.take()));
+    let stderr = tokio::spawn(read_tail(child.stderr.take()));
+
+    let exit = tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(signal)) => Exit::Signal(signal),
+                (None, None) => Exit::SpawnFailed("ended without exit code or signal".into()),
+            },
+            Err(e) => Exit::SpawnFailed(format!("waiting for the driver: {e}")),
+        },
+        _ = tokio::time::sleep(invocation.timeout) => {
+            kill_group(pgid, &mut child).await;
+            Exit::TimedOut(invocation.timeout)
+        }
+        // (The borrow `wait_for` returns must not live across the kill.)
+        _ = async {
+            if stop.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await; // no engine, no stop
+            }
+        } => {
+            kill_group(pgid, &mut child).await;
+            Exit::Stopped
+        }
+    };
+    // Whatever the driver left running in its group (`sleep 1000 &`) goes
+    // with it: a power action leaves no processes behind.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let captured = Captured {
+        stdout: drain(stdout).await,
+        stderr: drain(stderr).await,
+    };
+    let outcome = Outcome {
+        exit,
+        stderr: captured.stderr.clone(),
+        duration: started.elapsed(),
+    };
+    (outcome, captured)
+}
+
+async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
+    let mut attempts = 0;
+    loop {
+        let mut command = Command::new(&invocation.program);
+        command
+            .arg(invocation.action.as_str())
+            .env_clear()
+            .envs(invocation.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        match command.spawn() {
+            // A script written by this process moments ago can be busy while
+            // another thread's fork still holds it open; that passes at once.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempts)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// TERM the group, give it [`KILL_GRACE`], then KILL it and reap the leader.
+async fn kill_group(pgid: Pid, child: &mut Child) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    match tokio::time::timeout(DRAIN_GRACE, reader).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => Vec::new(),
+        Err(_) => Vec::new(), // the reader task ends when the pipe finally closes
+    }
+}
+
+/// Read a stream to its end, keeping only the last [`OUTPUT_LIMIT`] bytes:
+/// a driver that floods its output costs the server a bounded buffer.
+async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
+    let Some(mut stream) = stream else {
+        return Vec::new();
+    };
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(4096);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = &buf[..n.min(buf.len())];
+                let chunk = &chunk[chunk.len().saturating_sub(OUTPUT_LIMIT)..];
+                let overflow = (tail.len() + chunk.len()).saturating_sub(OUTPUT_LIMIT);
+                tail.drain(..overflow.min(tail.len()));
+                tail.extend(chunk);
+            }
+        }
+    }
+    tail.into()
+}

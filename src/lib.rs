@@ -1,0 +1,17 @@
+//! power-server: a platform-agnostic cluster power manager.
+//!
+//! The server holds the cluster's topology ([`topology`]), turns each
+//! platform into an executable driver ([`driver`]), runs drivers for nodes
+//! under concurrency bounds ([`engine`]) and serves the power API.
+//! `main.rs` only parses arguments and calls into this library, so tests
+//! and benchmarks can use every part directly.
+
+pub mod check;
+pub mod driver;
+pub mod engine;
+pub mod load;
+pub mod paths;
+pub mod state;
+pub mod topology;
+
+pub use power_proto::{hostlist, wire};

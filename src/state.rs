@@ -1,0 +1,76 @@
+//! The running topology, and reloading it.
+//!
+//! The current load sits behind a lock as an `Arc`; a request clones the
+//! `Arc` and keeps that load for its whole run. A reload builds a new load
+//! aside and swaps it in only if it is valid: a broken fragment leaves the
+//! running topology in place.
+
+use crate::load::{load, LoadSettings, Loaded};
+use crate::topology::LoadErrors;
+use std::sync::{Arc, RwLock};
+
+/// The topology currently served, and how to load it again.
+#[derive(Debug)]
+pub struct State {
+    settings: LoadSettings,
+    current: RwLock<Arc<Loaded>>,
+}
+
+impl State {
+    /// Load for the first time; fails with every error if the topology is unusable.
+    pub fn load(settings: LoadSettings) -> Result<Arc<Self>, LoadErrors> {
+        let loaded = load(&settings)?;
+        log_warnings(&loaded);
+        Ok(Arc::new(State {
+            settings,
+            current: RwLock::new(Arc::new(loaded)),
+        }))
+    }
+
+    /// The load in force now.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.read().expect("state lock poisoned").clone()
+    }
+
+    /// Load again; on success the new load replaces the current one, on
+    /// failure nothing changes and the errors are returned.
+    pub fn reload(&self) -> Result<Arc<Loaded>, LoadErrors> {
+        let loaded = Arc::new(load(&self.settings)?);
+        log_warnings(&loaded);
+        *self.current.write().expect("state lock poisoned") = loaded.clone();
+        Ok(loaded)
+    }
+
+    /// Reload on every SIGHUP, logging the outcome, for as long as the
+    /// returned task runs.
+    pub fn reload_on_sighup(self: &Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let state = self.clone();
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let state = state.clone();
+                // Loading reads files and runs `bash -n`: keep it off the async workers.
+                match tokio::task::spawn_blocking(move || state.reload()).await {
+                    Ok(Ok(loaded)) => tracing::info!(
+                        nodes = loaded.topology.nodes().len(),
+                        platforms = loaded.topology.platforms.len(),
+                        "topology reloaded"
+                    ),
+                    Ok(Err(errors)) => {
+                        tracing::error!(
+                            "reload refused, the running topology stays in place: {errors}"
+                        )
+                    }
+                    Err(e) => tracing::error!("reload failed: {e}"),
+                }
+            }
+        }))
+    }
+}
+
+fn log_warnings(loaded: &Loaded) {
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+}
