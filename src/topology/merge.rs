@@ -99,19 +99,6 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                     node.name, node.platform
                 ),
             ));
-            continue;
-        }
-        let platform = &platforms[&node.platform];
-        for var in &platform.variables {
-            if !node.variables.contains_key(var) {
-                warnings.push(Diagnostic::at(
-                    &node.defined_at,
-                    format!(
-                        "node {}: has no variable {var:?}, which platform {} passes to its driver (it will be unset)",
-                        node.name, platform.name
-                    ),
-                ));
-            }
         }
     }
     // A node's own `groups` list adds it to (or creates) those groups.

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per area. They run the real
+//! `power-server` and `power` binaries and real driver executables.
+
+mod api;
+mod check;
+mod client;
+mod core;
+mod support;
