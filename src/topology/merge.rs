@@ -154,3 +154,113 @@ fn twice(what: &str, name: &str, first: &Location, second: &Location) -> Diagnos
         format!("{what} {name} is defined twice: first at {first}, again here"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::parse::parse;
+    use std::sync::Arc;
+
+    fn fragment(file: &str, text: &str) -> Fragment {
+        parse(&Arc::from(file), text).unwrap()
+    }
+
+    fn merge_errors(files: &[(&str, &str)]) -> Vec<String> {
+        let fragments = files.iter().map(|(f, t)| fragment(f, t)).collect();
+        match merge(fragments) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const PLATFORM: &str = "platforms:\n  p:\n    driver: sim\n";
+
+    #[test]
+    fn a_node_defined_twice_names_both_files_and_lines() {
+        let e = merge_errors(&[
+            ("a.yaml", "static_nodes:\n  cn[1-4]:\n    platform: p\n"),
+            (
+                "b.yaml",
+                "platforms:\n  p:\n    driver: sim\nstatic_nodes:\n  cn3:\n    platform: p\n",
+            ),
+        ]);
+        assert_eq!(
+            e,
+            ["b.yaml:5:3: node cn3 is defined twice: first at a.yaml:2:3, again here"]
+        );
+    }
+
+    #[test]
+    fn overlapping_hostlists_in_one_file_are_duplicates_too() {
+        let e = merge_errors(&[
+            (
+                "a.yaml",
+                "static_nodes:\n  cn[1-2]:\n    platform: p\n  cn2:\n    platform: p\n",
+            ),
+            ("p.yaml", PLATFORM),
+        ]);
+        assert_eq!(
+            e,
+            ["a.yaml:4:3: node cn2 is defined twice: first at a.yaml:2:3, again here"]
+        );
+    }
+
+    #[test]
+    fn platforms_and_groups_defined_twice_name_both_places() {
+        let e = merge_errors(&[
+            ("a.yaml", PLATFORM),
+            (
+                "b.yaml",
+                "groups:\n  g: n1\nplatforms:\n  p:\n    driver: other\n",
+            ),
+            ("c.yaml", "groups:\n  g: n2\n"),
+        ]);
+        assert_eq!(
+            e,
+            [
+                "b.yaml:4:3: platform p is defined twice: first at a.yaml:2:3, again here",
+                "c.yaml:2:3: group g is defined twice: first at b.yaml:2:3, again here",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_platform_lists_the_defined_ones() {
+        let e = merge_errors(&[
+            ("a.yaml", PLATFORM),
+            ("n.yaml", "static_nodes:\n  cn07:\n    platform: ipmii\n"),
+        ]);
+        assert_eq!(
+            e,
+            ["n.yaml:3:15: node cn07: unknown platform \"ipmii\" (defined: p)"]
+        );
+        let e = merge_errors(&[("n.yaml", "static_nodes:\n  cn07:\n    platform: ipmi\n")]);
+        assert_eq!(
+            e,
+            ["n.yaml:3:15: node cn07: unknown platform \"ipmi\" (defined: none)"]
+        );
+    }
+
+    #[test]
+    fn groups_come_from_the_groups_key_and_from_nodes() {
+        let (t, warnings) = merge(vec![
+            fragment("p.yaml", PLATFORM),
+            fragment("n.yaml", "static_nodes:\n  n[1-3]:\n    platform: p\n    groups: [compute, all]\n  gpu1:\n    platform: p\n    groups: all\n"),
+            fragment("g.yaml", "groups:\n  compute: n[2-4],n1\n"),
+        ])
+        .unwrap();
+        assert_eq!(t.groups["all"].nodes, ["n1", "n2", "n3", "gpu1"]);
+        // Listed members first, then nodes that name the group; no duplicates.
+        assert_eq!(t.groups["compute"].nodes, ["n2", "n3", "n4", "n1"]);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warnings[0].to_string(),
+            "g.yaml:2:3: group compute: 1 member is not in static_nodes: n4"
+        );
+        let n2 = t.node("n2").unwrap();
+        assert_eq!(n2.variables["name"], "n2");
+        assert_eq!(n2.platform, "p");
+        let order: Vec<&str> = t.nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(order, ["n1", "n2", "n3", "gpu1"]);
+    }
+}

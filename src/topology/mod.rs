@@ -65,3 +65,161 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
         files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::path::Path;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join(name), text).unwrap();
+    }
+
+    const SIM: &str = "platforms:\n  sim:\n    driver: sim\n";
+
+    #[test]
+    fn a_later_directory_replaces_a_file_of_the_same_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (vendor, admin) = (tmp.path().join("vendor"), tmp.path().join("admin"));
+        write(&vendor, "10-sim.yaml", SIM);
+        write(
+            &vendor,
+            "20-nodes.yaml",
+            "static_nodes:\n  old1:\n    platform: sim\n",
+        );
+        write(
+            &admin,
+            "20-nodes.yaml",
+            "static_nodes:\n  new1:\n    platform: sim\n",
+        );
+        let loaded = load(&[vendor, admin.clone()]).unwrap();
+        let names: Vec<&str> = loaded
+            .topology
+            .nodes()
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(names, ["new1"]);
+        assert_eq!(
+            loaded.files[1].1,
+            Resolved::File(admin.join("20-nodes.yaml"))
+        );
+    }
+
+    #[test]
+    fn an_empty_file_or_a_dev_null_link_masks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (vendor, admin) = (tmp.path().join("vendor"), tmp.path().join("admin"));
+        write(&vendor, "10-sim.yaml", SIM);
+        write(
+            &vendor,
+            "50-demo.yaml",
+            "static_nodes:\n  demo1:\n    platform: sim\n",
+        );
+        write(
+            &vendor,
+            "60-more.yml",
+            "static_nodes:\n  more1:\n    platform: sim\n",
+        );
+        write(&admin, "50-demo.yaml", "");
+        std::os::unix::fs::symlink("/dev/null", admin.join("60-more.yml")).unwrap();
+        let loaded = load(&[vendor, admin.clone()]).unwrap();
+        assert!(loaded.topology.nodes().is_empty());
+        assert_eq!(
+            loaded.files[1].1,
+            Resolved::Masked(admin.join("50-demo.yaml"))
+        );
+        assert_eq!(
+            loaded.files[2].1,
+            Resolved::Masked(admin.join("60-more.yml"))
+        );
+    }
+
+    #[test]
+    fn files_are_read_in_lexical_order_across_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write(
+            &b,
+            "10-first.yaml",
+            "static_nodes:\n  x1:\n    platform: sim\n",
+        );
+        write(
+            &a,
+            "20-second.yaml",
+            "static_nodes:\n  x2:\n    platform: sim\n",
+        );
+        write(&b, "00-sim.yaml", SIM);
+        write(&a, "README", "not a fragment");
+        write(&a, ".30-hidden.yaml", "{ broken");
+        let loaded = load(&[a, b]).unwrap();
+        let names: Vec<&str> = loaded
+            .topology
+            .nodes()
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(names, ["x1", "x2"]);
+        assert_eq!(loaded.files.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_directory_contributes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(&tmp.path().join("t"), "sim.yaml", SIM);
+        let loaded = load(&[tmp.path().join("nope"), tmp.path().join("t")]).unwrap();
+        assert_eq!(loaded.topology.platforms.len(), 1);
+    }
+
+    #[test]
+    fn errors_from_every_file_are_collected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("t");
+        write(&d, "a.yaml", "bogus: 1\n");
+        write(&d, "b.yaml", "platforms:\n  p: {}\n");
+        std::os::unix::fs::symlink("/nonexistent", d.join("c.yaml")).unwrap();
+        let errors = load(&[d.clone()]).unwrap_err().0;
+        assert_eq!(
+            errors.len(),
+            1,
+            "a dangling link fails before parsing: {errors:?}"
+        );
+        assert!(errors[0]
+            .to_string()
+            .starts_with(&format!("{}:", d.join("c.yaml").display())));
+        fs::remove_file(d.join("c.yaml")).unwrap();
+        let errors: Vec<String> = load(&[d.clone()])
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(&format!(
+            "{}:1:1: unknown key \"bogus\"",
+            d.join("a.yaml").display()
+        )));
+        assert!(errors[1].starts_with(&format!(
+            "{}:2:3: platform p: no commands",
+            d.join("b.yaml").display()
+        )));
+    }
+
+    #[test]
+    fn the_reference_topology_loads_unchanged_from_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = include_str!("../../tests/fixtures/reference-topology.yaml");
+        write(tmp.path(), "topology.yaml", text);
+        let loaded = load(&[tmp.path().to_path_buf()]).unwrap();
+        let t = &loaded.topology;
+        assert_eq!(t.nodes().len(), 3);
+        assert_eq!(
+            t.node("node03").unwrap().variables["ipmi_password"],
+            "adminpass"
+        );
+        assert_eq!(t.platforms["aws"].status_off_exit_code, 123);
+        assert!(loaded.warnings.is_empty());
+    }
+}

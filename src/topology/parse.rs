@@ -315,9 +315,11 @@ impl Parser {
             Node::Scalar(s) if s.as_str().is_empty() => None,
             other => self.mapping(other, &label, "platform and variables"),
         };
+        let mut platform_given = false;
         for (k, v) in settings.into_iter().flat_map(|m| m.iter()) {
             match k.as_str() {
                 "platform" => {
+                    platform_given = true;
                     def.platform = self
                         .scalar(v, &format!("{label}: platform"))
                         .map(|s| self.at(s))
@@ -337,7 +339,7 @@ impl Parser {
                 }
             }
         }
-        if def.platform.is_none() {
+        if !platform_given {
             self.error(
                 key.span(),
                 format!("{label}: no platform (expected a \"platform\" key)"),
@@ -530,5 +532,248 @@ fn kind(node: &Node) -> &'static str {
         Node::Scalar(_) => "a single value",
         Node::Sequence(_) => "a list",
         Node::Mapping(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Fragment {
+        parse(&Arc::from("t.yaml"), text).unwrap_or_else(|e| panic!("unexpected errors: {e:?}"))
+    }
+
+    /// Every error of `text`, rendered as a person reads it.
+    fn errors(text: &str) -> Vec<String> {
+        match parse(&Arc::from("t.yaml"), text) {
+            Ok(f) => panic!("expected errors, parsed {f:?}"),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn one_error(text: &str) -> String {
+        let e = errors(text);
+        assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+        e.into_iter().next().unwrap()
+    }
+
+    /// The reference server's documented topology.yaml, verbatim.
+    pub(crate) const REFERENCE: &str = include_str!("../../tests/fixtures/reference-topology.yaml");
+
+    #[test]
+    fn the_reference_topology_parses_unchanged() {
+        let f = parse_ok(REFERENCE);
+        let names: Vec<&str> = f.nodes.iter().map(|n| n.names.value[0].as_str()).collect();
+        assert_eq!(names, ["node01", "node02", "node03"]);
+        assert_eq!(f.nodes[0].platform.as_ref().unwrap().value, "aws");
+        assert_eq!(f.nodes[0].variables[0].0.value, "ec2_id");
+        assert_eq!(f.nodes[0].variables[0].1, "i-node01xxxxxxxxxxx");
+        let platforms: Vec<&str> = f.platforms.iter().map(|p| p.name.value.as_str()).collect();
+        assert_eq!(platforms, ["ipmi", "aws", "azure"]);
+        let aws = &f.platforms[1];
+        assert_eq!(aws.status_off_exit_code, 123);
+        assert_eq!(
+            f.platforms[0].status_off_exit_code,
+            DEFAULT_STATUS_OFF_EXIT_CODE
+        );
+        assert_eq!(aws.timeout, DEFAULT_TIMEOUT);
+        let DriverSpec::Inline(commands) = &aws.driver else {
+            panic!("aws is inline")
+        };
+        assert_eq!(commands.len(), 4);
+        assert!(commands[&Action::Status].contains("\\\"stopped\\\")"));
+    }
+
+    #[test]
+    fn values_stay_as_written() {
+        // A password of digits must not lose its leading zero, nor a
+        // version become a float.
+        let f = parse_ok(
+            "static_nodes:\n  n1:\n    platform: p\n    pw: 0123\n    v: 1.10\n    flag: yes\n",
+        );
+        let vars: Vec<(&str, &str)> = f.nodes[0]
+            .variables
+            .iter()
+            .map(|(k, v)| (k.value.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(vars, [("pw", "0123"), ("v", "1.10"), ("flag", "yes")]);
+    }
+
+    #[test]
+    fn a_node_key_may_be_a_hostlist() {
+        let f = parse_ok("static_nodes:\n  cn[001-003]:\n    platform: p\n");
+        assert_eq!(f.nodes[0].names.value, ["cn001", "cn002", "cn003"]);
+        assert_eq!(
+            (f.nodes[0].names.at.line, f.nodes[0].names.at.column),
+            (2, 3)
+        );
+    }
+
+    #[test]
+    fn platform_settings_are_read() {
+        let f = parse_ok(
+            "platforms:\n  pdu:\n    driver: sim\n    variables: [outlet, pdu_host]\n    timeout: 2m\n    \
+             concurrency: 4\n    serialize_by: pdu_host\n    status_off_exit_code: 2\n",
+        );
+        let p = &f.platforms[0];
+        assert_eq!(p.timeout, Duration::from_secs(120));
+        assert_eq!(p.concurrency, Some(4));
+        assert_eq!(p.status_off_exit_code, 2);
+        assert_eq!(p.serialize_by.as_ref().unwrap().value, "pdu_host");
+        assert!(matches!(&p.driver, DriverSpec::DropIn(d) if d.value == "sim" && d.at.line == 3));
+    }
+
+    #[test]
+    fn comment_only_and_empty_sections_define_nothing() {
+        assert_eq!(parse_ok("# nothing here\n\n"), Fragment::default());
+        assert_eq!(parse_ok("static_nodes:\nplatforms:\n"), Fragment::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_file_and_line() {
+        assert_eq!(
+            one_error("platforms: {}\nstatic_node:\n  n1: {platform: p}\n"),
+            "t.yaml:2:1: unknown key \"static_node\" (expected static_nodes, platforms or groups)"
+        );
+        let e = one_error("platforms:\n  p:\n    driver: sim\n    timeuot: 5s\n");
+        assert!(
+            e.starts_with("t.yaml:4:5: platform p: unknown key \"timeuot\" (expected variables,"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn node_errors_name_the_node_and_line() {
+        assert_eq!(
+            one_error("static_nodes:\n  n1:\n    ipmi_user: x\n"),
+            "t.yaml:2:3: node n1: no platform (expected a \"platform\" key)"
+        );
+        assert_eq!(
+            one_error("static_nodes:\n  n1:\n    platform: p\n    name: other\n"),
+            "t.yaml:4:5: node n1: \"name\" is set from the node's key and cannot be given"
+        );
+        assert_eq!(
+            one_error("static_nodes:\n  n1:\n    platform: [a, b]\n"),
+            "t.yaml:3:15: node n1: platform: expected a single value, found a list"
+        );
+        let e = one_error("static_nodes:\n  n1:\n    platform: p\n    bmc:\n      host: x\n");
+        assert!(e.starts_with("t.yaml:5:"), "{e}");
+        assert!(
+            e.ends_with(": node n1: variable bmc: expected a single value, found a mapping"),
+            "{e}"
+        );
+        let e = one_error("static_nodes:\n  n[3-1]:\n    platform: p\n");
+        assert!(
+            e.starts_with("t.yaml:2:3: static_nodes: node key \"n[3-1]\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn variable_names_must_be_environment_names_that_shadow_nothing() {
+        for (name, why) in [
+            ("1abc", "not a valid environment variable name"),
+            ("bmc-host", "not a valid environment variable name"),
+            ("PATH", "would shadow"),
+            ("LD_PRELOAD", "would shadow"),
+            ("POWER_NODE", "would shadow"),
+        ] {
+            let e = one_error(&format!(
+                "static_nodes:\n  n1:\n    platform: p\n    {name}: x\n"
+            ));
+            assert!(
+                e.starts_with(&format!("t.yaml:4:5: node n1: variable {name}: ")),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+            let e = one_error(&format!(
+                "platforms:\n  p:\n    driver: d\n    variables: [ok, {name}]\n"
+            ));
+            assert!(
+                e.starts_with(&format!("t.yaml:4:21: platform p: variables: \"{name}\": ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn platform_value_errors_say_what_was_expected() {
+        let cases = [
+            ("status_off_exit_code: 0", "t.yaml:4:27: platform p: status_off_exit_code: expected an exit code from 1 to 255, found \"0\""),
+            ("status_off_exit_code: abc", "t.yaml:4:27: platform p: status_off_exit_code: expected an exit code from 1 to 255, found \"abc\""),
+            ("concurrency: 0", "t.yaml:4:18: platform p: concurrency: expected a whole number of at least 1, found \"0\""),
+            ("timeout: 0s", "t.yaml:4:14: platform p: timeout: expected a duration above zero"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                one_error(&format!("platforms:\n  p:\n    driver: d\n    {line}\n")),
+                expected
+            );
+        }
+        let e = one_error("platforms:\n  p:\n    driver: d\n    timeout: soon\n");
+        assert!(e.starts_with("t.yaml:4:14: platform p: timeout: expected a duration such as 90s or 2m, found \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn a_platform_needs_exactly_one_kind_of_driver() {
+        assert_eq!(
+            one_error("platforms:\n  p:\n    variables: [a]\n"),
+            "t.yaml:2:3: platform p: no commands (expected power_on, power_off, restart and status, or driver: NAME)"
+        );
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: sim\n    status: exit 0\n"),
+            "t.yaml:2:3: platform p: gives both \"driver: sim\" and inline commands; use one or the other"
+        );
+        assert_eq!(
+            one_error(
+                "platforms:\n  p:\n    driver: sim\n    variables: [a]\n    serialize_by: b\n"
+            ),
+            "t.yaml:2:3: platform p: serialize_by names \"b\", which is not one of its variables"
+        );
+    }
+
+    #[test]
+    fn yaml_errors_carry_their_position() {
+        let e = one_error("static_nodes:\n  n1:\n    platform: \"unterminated\n");
+        assert!(e.starts_with("t.yaml:"), "{e}");
+        assert!(e.contains("invalid YAML"), "{e}");
+        assert_eq!(
+            one_error("static_nodes:\n  n1:\n    platform: a\n  n1:\n    platform: b\n"),
+            "t.yaml:4:3: key \"n1\" given twice in one mapping (first at line 2)"
+        );
+        assert_eq!(
+            one_error("- just\n- a list\n"),
+            "t.yaml:1:1: expected a mapping with static_nodes, platforms and groups"
+        );
+        assert_eq!(
+            one_error("static_nodes: [n1, n2]\n"),
+            "t.yaml:1:15: static_nodes: expected a mapping (node name -> its settings), found a list"
+        );
+    }
+
+    #[test]
+    fn every_error_of_a_file_is_reported() {
+        let e = errors("bogus: 1\nplatforms:\n  p:\n    driver: d\n    concurrency: -1\nstatic_nodes:\n  n1: {}\n");
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(e[0].starts_with("t.yaml:1:1:"));
+        assert!(e[1].starts_with("t.yaml:5:18:"));
+        assert!(e[2].starts_with("t.yaml:7:3:"));
+    }
+
+    #[test]
+    fn groups_are_hostlists() {
+        let f = parse_ok("groups:\n  rack1: n[1-3],x\n  gpu: [g1, \"g[2-3]\"]\n");
+        assert_eq!(f.groups[0].members, ["n1", "n2", "n3", "x"]);
+        assert_eq!(f.groups[1].members, ["g1", "g2", "g3"]);
+        let e = one_error("groups:\n  rack1: n[1-\n");
+        assert!(
+            e.starts_with("t.yaml:2:10: group rack1: hostlist \"n[1-\": "),
+            "{e}"
+        );
+        let e = one_error("groups:\n  \"bad name\": n1\n");
+        assert!(
+            e.starts_with("t.yaml:2:3: group bad name: a group name is"),
+            "{e}"
+        );
     }
 }
