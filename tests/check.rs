@@ -1,1 +1,209 @@
-//! (being written)
+//! `power-server check` as an admin runs it: the real binary on real
+//! directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn checkout() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn check(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_power-server"))
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A copy of the shipped topology.d, to break.
+fn shipped_copy() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("topology.d");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(checkout().join("topology.d")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (tmp, dir)
+}
+
+fn dir_arg(flag: &str, dir: &Path) -> [String; 2] {
+    [flag.to_string(), dir.display().to_string()]
+}
+
+/// The shipped content is usable as it is, found from the checkout by
+/// default, and the report names each platform's driver kind and file.
+#[test]
+fn the_shipped_topology_passes() {
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let demo = checkout().join("topology.d/90-demo.yaml");
+    assert!(
+        report.contains(&format!(
+            "driver {}",
+            checkout().join("drivers/sim").display()
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("({}:", demo.display())),
+        "{report}"
+    );
+    for platform in ["aws", "azure", "ipmi"] {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(platform))
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(line.contains("inline"), "{line}");
+        assert!(line.contains(&format!("10-{platform}.yaml:")), "{line}");
+    }
+    assert!(
+        report.contains("nodes: 17 (demo[01-16],demo-broken)"),
+        "{report}"
+    );
+    assert!(report.ends_with("topology OK\n"), "{report}");
+}
+
+/// A broken copy fails, with every error naming its file and line.
+#[test]
+fn a_broken_copy_fails_naming_file_and_line() {
+    let (_tmp, dir) = shipped_copy();
+    let demo = dir.join("90-demo.yaml");
+    let original = std::fs::read_to_string(&demo).unwrap();
+    std::fs::write(
+        &demo,
+        original.replacen("platform: sim\n", "platform: simm\n", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("50-typo.yaml"),
+        "platforms:\n  p:\n    driver: sim\n    timout: 5s\n",
+    )
+    .unwrap();
+    let drivers = checkout().join("drivers");
+    let out = check(
+        &[
+            dir_arg("--topology-dir", &dir),
+            dir_arg("--drivers-dir", &drivers),
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    let stderr = text(&out.stderr);
+    let line = original
+        .lines()
+        .position(|l| l.contains("platform: sim") && !l.contains("driver"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.starts_with("power-server: topology has 1 error:"),
+        "parse errors stop before merging: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:5: platform p: unknown key \"timout\"",
+            dir.join("50-typo.yaml").display()
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.join("50-typo.yaml")).unwrap();
+    let out = check(
+        &[
+            dir_arg("--topology-dir", &dir),
+            dir_arg("--drivers-dir", &drivers),
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}:15: node demo01: unknown platform \"simm\" (defined: aws, azure, ipmi, sim)",
+            demo.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Shell syntax errors in inline commands, and drivers that are missing or
+/// not executable, are caught by check, not when someone presses the button.
+#[test]
+fn broken_drivers_are_caught_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (topology, drivers) = (tmp.path().join("t"), tmp.path().join("d"));
+    std::fs::create_dir_all(&topology).unwrap();
+    std::fs::create_dir_all(&drivers).unwrap();
+    std::fs::write(drivers.join("noexec"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        topology.join("p.yaml"),
+        "platforms:\n  shell:\n    status: exit 0\n    power_on: |\n      echo ok\n      if true; then\n        echo unclosed\n  \
+         gone:\n    driver: nosuch\n  noexec:\n    driver: noexec\n",
+    )
+    .unwrap();
+    let file = topology.join("p.yaml").display().to_string();
+    let out = check(
+        &[
+            dir_arg("--topology-dir", &topology),
+            dir_arg("--drivers-dir", &drivers),
+        ]
+        .concat()
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("topology has 3 errors"), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:9:13: platform gone: driver \"nosuch\" not found in the drivers directories ({})", drivers.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:11:13: platform noexec: driver {} is not executable (chmod +x it)",
+            drivers.join("noexec").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:2:3: platform shell: shell syntax error in power_on command, line "
+        )),
+        "{stderr}"
+    );
+}
+
+/// Tools an inline command calls that are not on PATH are warned about,
+/// without failing the check.
+#[test]
+fn missing_tools_are_warnings() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "platforms:\n  p:\n    status: no-such-tool-xyz status\n    power_on: true\n",
+    )
+    .unwrap();
+    let out = check(
+        &[dir_arg("--topology-dir", tmp.path())]
+            .concat()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("platform p: its commands call \"no-such-tool-xyz\", which is not on PATH"),
+        "{report}"
+    );
+}
