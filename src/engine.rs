@@ -86,26 +86,30 @@ impl Engine {
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
         let (tx, rx) = mpsc::unbounded_channel();
         for name in nodes {
-            if loaded.topology.node(&name).is_none() {
+            let Some(node) = loaded.topology.node(&name) else {
                 let _ = tx.send(CommandAttributes::missing(action, &name));
                 continue;
-            }
+            };
+            // Count the run before looking at `closed`: `shutdown` sets
+            // `closed` before counting, so one of the two always sees the other.
+            let counted = InFlight::count(self.clone());
             if self.closed.load(Ordering::SeqCst) {
-                let mut result = CommandAttributes::missing(action, &name);
-                result.missing = false;
-                result.platform = loaded.topology.node(&name).map(|n| n.platform.clone());
-                result.error = Some("not run: the server is shutting down".into());
-                let _ = tx.send(result);
+                drop(counted);
+                let error = "not run: the server is shutting down".to_string();
+                let _ = tx.send(CommandAttributes::not_run(
+                    action,
+                    &name,
+                    Some(node.platform.clone()),
+                    error,
+                ));
                 continue;
             }
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             tokio::spawn(async move {
+                // Counted until dropped, even if the run panics.
+                let _counted = counted;
                 let result = engine.run_one(&loaded, action, &name).await;
                 let _ = tx.send(result);
-                if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    engine.idle.notify_waiters();
-                }
             });
         }
         rx
@@ -199,6 +203,24 @@ impl Engine {
     /// Driver runs started and not yet finished (queued ones included).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// One run counted in `in_flight` for as long as this lives.
+struct InFlight(Arc<Engine>);
+
+impl InFlight {
+    fn count(engine: Arc<Engine>) -> Self {
+        engine.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(engine)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

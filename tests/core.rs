@@ -474,3 +474,75 @@ async fn the_sim_driver_simulates_power() {
     f.run(&engine, Action::Restart, &["s2"]).await;
     assert_eq!(states(&f.run(&engine, Action::Status, &["s2"]).await), [On]);
 }
+
+/// A reload picks up a changed topology; a broken fragment leaves the
+/// running topology in place, and runs in flight keep the load they began
+/// with (its generated scripts included).
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
+    use power_server::state::State;
+    let tmp = tempfile::tempdir().unwrap();
+    let topology = tmp.path().join("topology.d");
+    std::fs::create_dir_all(&topology).unwrap();
+    let platform = "platforms:\n  p:\n    status: exit 111\n";
+    std::fs::write(topology.join("p.yaml"), platform).unwrap();
+    std::fs::write(
+        topology.join("n.yaml"),
+        "static_nodes:\n  n1:\n    platform: p\n",
+    )
+    .unwrap();
+    let settings = LoadSettings {
+        topology_dirs: vec![topology.clone()],
+        drivers_dirs: vec![],
+        runtime_dir: Some(tmp.path().join("run")),
+    };
+    let state = State::load(settings).unwrap();
+    let first = state.current();
+    let first_script = first.drivers.by_platform["p"].path.clone();
+
+    std::fs::write(
+        topology.join("n.yaml"),
+        "static_nodes:\n  n[1-2]:\n    platform: p\n",
+    )
+    .unwrap();
+    state.reload().unwrap();
+    assert_eq!(state.current().topology.nodes().len(), 2);
+    assert_ne!(
+        state.current().drivers.by_platform["p"].path,
+        first_script,
+        "scripts are rebuilt on every load"
+    );
+    assert!(
+        first_script.exists(),
+        "a load still in use keeps its scripts"
+    );
+    let engine = Engine::new(2, [("PATH".into(), std::env::var_os("PATH").unwrap())]);
+    let r = engine
+        .run_all(first.clone(), Action::Status, vec!["n1".into()])
+        .await;
+    assert_eq!(r[0].state, Some(PowerState::Off), "{r:?}");
+    drop(first);
+    assert!(
+        !first_script.exists(),
+        "a load no longer used takes its scripts with it"
+    );
+
+    std::fs::write(
+        topology.join("n.yaml"),
+        "static_nodes:\n  n3:\n    platform: nope\n",
+    )
+    .unwrap();
+    let errors = state.reload().unwrap_err().to_string();
+    assert!(
+        errors.contains("n.yaml:3:15: node n3: unknown platform \"nope\""),
+        "{errors}"
+    );
+    let names: Vec<String> = state
+        .current()
+        .topology
+        .nodes()
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(names, ["n1", "n2"], "the running topology stays in place");
+}

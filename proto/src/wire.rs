@@ -119,15 +119,27 @@ pub struct CommandAttributes {
 impl CommandAttributes {
     /// The result for a node the topology does not know.
     pub fn missing(action: Action, node: &str) -> Self {
+        let mut result = Self::not_run(
+            action,
+            node,
+            None,
+            format!("node {node} is not in the topology"),
+        );
+        result.missing = true;
+        result
+    }
+
+    /// The result for a known node whose driver was not run, and why.
+    pub fn not_run(action: Action, node: &str, platform: Option<String>, error: String) -> Self {
         CommandAttributes {
             action,
             node_name: node.to_string(),
-            platform: None,
-            missing: true,
+            platform,
+            missing: false,
             success: false,
             running: (action == Action::Status).then_some(false),
             state: (action == Action::Status).then_some(PowerState::Unknown),
-            error: Some(format!("node {node} is not in the topology")),
+            error: Some(error),
             exit_code: None,
             duration_ms: 0,
         }
