@@ -1,0 +1,329 @@
+//! Talking to the power server: one blocking HTTP request per call (ureq),
+//! and every way an answer can go wrong mapped to a [`Failure`].
+//!
+//! Power routes ask for the server's NDJSON stream (one command result a
+//! line, as each node finishes) so a progress bar can follow a large job,
+//! and fall back to the plain JSON:API document when the server answers
+//! `application/json`, as the reference server does.
+
+use crate::exit::Failure;
+use power_proto::wire::{
+    Action, CommandAttributes, Document, ErrorDocument, GroupAttributes, NodeAttributes, Resource,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::io::BufRead;
+use std::time::Duration;
+use ureq::http::{Method, Request, Response};
+use ureq::Body;
+
+/// The largest JSON document the client reads (a very large cluster's
+/// status is a few tens of MB).
+const BODY_LIMIT: u64 = 1 << 30;
+
+/// What a power request acts on: a hostlist of nodes, or of groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `?nodes=EXPR`.
+    Nodes(String),
+    /// `?groups=EXPR`.
+    Groups(String),
+}
+
+/// A connection to one power server.
+pub struct Api {
+    agent: ureq::Agent,
+    base_url: String,
+    token: Option<String>,
+}
+
+impl Api {
+    /// A client for the server at `base_url` (no trailing `/`), presenting
+    /// `token` if there is one.
+    pub fn new(base_url: &str, token: Option<&str>) -> Api {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .user_agent(concat!("power/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Api {
+            agent,
+            base_url: base_url.to_string(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// `GET /nodes`.
+    pub fn nodes(&self) -> Result<Vec<NodeAttributes>, Failure> {
+        let response = self.send(Method::GET, "nodes", None, "application/json")?;
+        Ok(attributes(self.document(response)?))
+    }
+
+    /// `GET /groups`.
+    pub fn groups(&self) -> Result<Vec<GroupAttributes>, Failure> {
+        let response = self.send(Method::GET, "groups", None, "application/json")?;
+        Ok(attributes(self.document(response)?))
+    }
+
+    /// Runs `action` on `target` and returns one result per node; `each` is
+    /// called as each result arrives (all at once for a plain document).
+    pub fn power(
+        &self,
+        action: Action,
+        target: &Target,
+        mut each: impl FnMut(&CommandAttributes),
+    ) -> Result<Vec<CommandAttributes>, Failure> {
+        let method = match action {
+            Action::Status => Method::GET,
+            Action::PowerOn => Method::PATCH,
+            Action::PowerOff => Method::DELETE,
+            Action::Restart => Method::PUT,
+        };
+        let accept = "application/x-ndjson, application/json;q=0.9";
+        let response = self.send(method, "", Some(target), accept)?;
+        if essence(&response) == "application/x-ndjson" {
+            return self.stream(response, each);
+        }
+        let results = attributes(self.document(response)?);
+        results.iter().for_each(&mut each);
+        Ok(results)
+    }
+
+    fn url(&self, path: &str, target: Option<&Target>) -> String {
+        let query = match target {
+            None => String::new(),
+            Some(Target::Nodes(expr)) => format!("?nodes={}", percent_encode(expr)),
+            Some(Target::Groups(expr)) => format!("?groups={}", percent_encode(expr)),
+        };
+        format!("{}/{path}{query}", self.base_url)
+    }
+
+    /// Sends a request; anything but a 2xx answer becomes a [`Failure`].
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        target: Option<&Target>,
+        accept: &str,
+    ) -> Result<Response<Body>, Failure> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(self.url(path, target))
+            .header("Accept", accept);
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(()).map_err(|e| {
+            Failure::Config(format!(
+                "base URL {} is not usable: {e}: expected e.g. http://localhost:6302",
+                self.base_url
+            ))
+        })?;
+        let mut response = self
+            .agent
+            .run(request)
+            .map_err(|e| self.transport_failure(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let detail = error_detail(&body);
+        Err(match status.as_u16() {
+            401 | 403 if self.token.is_none() => Failure::NoToken,
+            401 | 403 => Failure::TokenRefused(detail),
+            400 => Failure::BadRequest(detail.unwrap_or_else(|| "400 Bad Request".into())),
+            _ => self.bad_answer(match detail {
+                Some(detail) => format!("{status}: {detail}"),
+                None => status.to_string(),
+            }),
+        })
+    }
+
+    /// Reads a JSON:API document of resources.
+    fn document<A: DeserializeOwned>(
+        &self,
+        mut response: Response<Body>,
+    ) -> Result<Document<A>, Failure> {
+        let kind = essence(&response);
+        if !kind.ends_with("json") {
+            let kind = if kind.is_empty() {
+                "no content type"
+            } else {
+                &kind
+            };
+            return Err(self.bad_answer(format!(
+                "expected JSON, got {kind}: is {} a power server?",
+                self.base_url
+            )));
+        }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_string()
+            .map_err(|e| self.transport_failure(e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| self.bad_answer(format!("not a power API document: {e}")))
+    }
+
+    /// Reads an NDJSON stream of command results.
+    fn stream(
+        &self,
+        response: Response<Body>,
+        mut each: impl FnMut(&CommandAttributes),
+    ) -> Result<Vec<CommandAttributes>, Failure> {
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut results = Vec::new();
+        for (n, line) in reader.lines().enumerate() {
+            let line = line.map_err(|e| Failure::Unreachable {
+                url: self.base_url.clone(),
+                reason: format!("connection lost mid-answer: {}", crate::describe_io(&e)),
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let result = parse_line(&line)
+                .map_err(|e| self.bad_answer(format!("line {} of the stream: {e}", n + 1)))?;
+            each(&result);
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    fn bad_answer(&self, what: String) -> Failure {
+        Failure::BadAnswer {
+            url: self.base_url.clone(),
+            what,
+        }
+    }
+
+    fn transport_failure(&self, e: ureq::Error) -> Failure {
+        let reason = match e {
+            ureq::Error::BadUri(e) => {
+                return Failure::Config(format!(
+                    "base URL {} is not usable: {e}: expected e.g. http://localhost:6302",
+                    self.base_url
+                ))
+            }
+            ureq::Error::Protocol(e) => return self.bad_answer(format!("not HTTP: {e}")),
+            ureq::Error::Io(e) => crate::describe_io(&e),
+            ureq::Error::HostNotFound => "host not found".into(),
+            ureq::Error::ConnectionFailed => "connection failed".into(),
+            ureq::Error::Timeout(t) => format!("timed out ({t})"),
+            other => other.to_string(),
+        };
+        Failure::Unreachable {
+            url: self.base_url.clone(),
+            reason,
+        }
+    }
+}
+
+/// The media type of an answer, lowercase, without parameters.
+fn essence(response: &Response<Body>) -> String {
+    let value = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("");
+    essence.trim().to_ascii_lowercase()
+}
+
+fn attributes<A>(document: Document<A>) -> Vec<A> {
+    document.data.into_iter().map(|r| r.attributes).collect()
+}
+
+/// One NDJSON line: a `commands` resource, or its bare attributes.
+fn parse_line(line: &str) -> Result<CommandAttributes, serde_json::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Line {
+        Resource(Resource<CommandAttributes>),
+        Bare(CommandAttributes),
+    }
+    Ok(match serde_json::from_str(line)? {
+        Line::Resource(resource) => resource.attributes,
+        Line::Bare(attributes) => attributes,
+    })
+}
+
+/// The person-readable reason in an error answer: the first error's detail
+/// (or title) of a JSON:API error document, else the first line of the body.
+fn error_detail(body: &str) -> Option<String> {
+    if let Ok(document) = serde_json::from_str::<ErrorDocument>(body) {
+        let error = document.errors.into_iter().next()?;
+        return Some(error.detail.unwrap_or(error.title));
+    }
+    let line = body.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(200).collect())
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved
+/// characters), so `node[01-05],login1` arrives intact.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_hostlists() {
+        assert_eq!(
+            percent_encode("node[01-05],login1"),
+            "node%5B01-05%5D%2Clogin1"
+        );
+        assert_eq!(percent_encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+
+    #[test]
+    fn builds_urls() {
+        let api = Api::new("http://h:1/prefix", None);
+        assert_eq!(api.url("nodes", None), "http://h:1/prefix/nodes");
+        let target = Target::Groups("rack[1-2]".into());
+        assert_eq!(
+            api.url("", Some(&target)),
+            "http://h:1/prefix/?groups=rack%5B1-2%5D"
+        );
+    }
+
+    #[test]
+    fn parses_stream_lines_either_way() {
+        let bare = r#"{"action":"power_on","node-name":"n1","platform":"sim","missing":false,"success":true,"duration-ms":3}"#;
+        let wrapped = format!(r#"{{"type":"commands","id":"n1","attributes":{bare}}}"#);
+        let a = parse_line(bare).unwrap();
+        assert_eq!(
+            (a.action, &*a.node_name, a.success),
+            (Action::PowerOn, "n1", true)
+        );
+        assert_eq!(parse_line(&wrapped).unwrap(), a);
+        assert!(parse_line(r#"{"hello":1}"#).is_err());
+    }
+
+    #[test]
+    fn error_details() {
+        let doc = r#"{"errors":[{"status":"403","title":"Forbidden","detail":"token expired"}]}"#;
+        assert_eq!(error_detail(doc).as_deref(), Some("token expired"));
+        let doc = r#"{"errors":[{"status":"403","title":"Forbidden"}]}"#;
+        assert_eq!(error_detail(doc).as_deref(), Some("Forbidden"));
+        assert_eq!(error_detail("\n oops \nmore").as_deref(), Some("oops"));
+        assert_eq!(error_detail(""), None);
+    }
+}
