@@ -2,15 +2,21 @@
 //!
 //! The server holds the cluster's topology ([`topology`]), turns each
 //! platform into an executable driver ([`driver`]), runs drivers for nodes
-//! under concurrency bounds ([`engine`]) and serves the power API.
+//! under concurrency bounds ([`engine`]) and serves the power API
+//! ([`api`], with tokens from [`auth`] and settings from [`config`]).
 //! `main.rs` only parses arguments and calls into this library, so tests
 //! and benchmarks can use every part directly.
 
+pub mod api;
+pub mod auth;
 pub mod check;
+pub mod config;
+pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod load;
 pub mod paths;
+pub mod secret;
 pub mod state;
 pub mod topology;
 

@@ -2,8 +2,12 @@
 //! library, map errors to exit codes.
 
 use clap::{Args, Parser, Subcommand};
+use power_server::auth::{self, Claims, Keys, Role};
+use power_server::config::{self, Options, Settings};
 use power_server::load::LoadSettings;
-use power_server::paths;
+use power_server::{api, demo, paths, secret};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -21,6 +25,96 @@ enum Command {
     /// and report what was found. Exit 0 when usable, 1 with every error
     /// otherwise.
     Check(LoadArgs),
+    /// Serve the power API. Prints `listening on http://ADDR:PORT` on stdout
+    /// once bound; logs go to stderr. SIGHUP reloads the topology; SIGTERM
+    /// or SIGINT stops, letting running drivers finish within the grace
+    /// period. Settings: flags, then POWER_SERVER_* variables, then the
+    /// config file, then defaults (see docs/api.md).
+    Serve(ServeArgs),
+    /// Mint a token signed with the server's secret (found as `serve` finds
+    /// it) and print it alone on stdout.
+    Token(TokenArgs),
+    /// Quick start: serve the shipped topology.d/ and its simulated nodes
+    /// on loopback, with a fresh secret, and print a ready token and the
+    /// client commands to try.
+    Demo(DemoArgs),
+}
+
+/// Where the config file and the secret are (shared by `serve` and `token`).
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// YAML config file; its keys are the long flags' names with `_` for
+    /// `-` [env: POWER_SERVER_CONFIG] [default: /etc/power-server/config.yaml
+    /// if it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// File holding the JWT secret, generated (mode 0600) if absent; used
+    /// when neither POWER_SERVER_JWT_SECRET nor the config's
+    /// jwt_shared_secret is set [env: POWER_SERVER_SECRET_FILE] [default:
+    /// /etc/power-server/jwt-secret for root, else
+    /// $XDG_CONFIG_HOME/power-server/jwt-secret]
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+}
+
+/// `serve`'s flags. Each has a config key and a POWER_SERVER_* variable.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port to listen on [env: POWER_SERVER_BIND] [default:
+    /// 127.0.0.1:6302]
+    #[arg(long, value_name = "ADDR:PORT")]
+    bind: Option<String>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Most driver runs at once [env: POWER_SERVER_CONCURRENCY] [default: 50]
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// Append one JSON line per power request to FILE [env:
+    /// POWER_SERVER_AUDIT_LOG]
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// Log filter when RUST_LOG is unset [env: POWER_SERVER_LOG_LEVEL]
+    /// [default: info]
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// How long running drivers may finish after SIGTERM [env:
+    /// POWER_SERVER_SHUTDOWN_GRACE] [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+    /// Most names one hostlist may expand to [env:
+    /// POWER_SERVER_HOSTLIST_LIMIT] [default: 100000]
+    #[arg(long, value_name = "N")]
+    hostlist_limit: Option<usize>,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+/// `token`'s flags.
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Days until the token expires
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
+    days: u64,
+    /// viewer: list and status only; operator: also on, off, restart
+    /// [default: no role, which is full access, as in the reference]
+    #[arg(long)]
+    role: Option<Role>,
+    /// Limit the token to these nodes (a hostlist)
+    #[arg(long, value_name = "HOSTLIST")]
+    nodes: Option<String>,
+    /// Who the token is for; written to the audit log
+    #[arg(long, value_name = "NAME")]
+    subject: Option<String>,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+/// `demo`'s flags.
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Loopback address and port to listen on
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6302")]
+    bind: SocketAddr,
 }
 
 /// Where the topology and drivers come from.
@@ -63,9 +157,162 @@ impl LoadArgs {
     }
 }
 
+/// A failure to report on stderr, and exit 1.
+type Failure = Box<dyn std::error::Error>;
+
+/// The stacked settings layers: flags over environment over config file.
+fn layers(flags: Options, secret: &SecretArgs) -> Result<(Options, Option<PathBuf>), Failure> {
+    let env = Options::from_env(|k| std::env::var(k).ok())?;
+    let explicit = secret
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("POWER_SERVER_CONFIG").map(PathBuf::from));
+    let path = Options::file_path(explicit.as_deref());
+    let file = Options::read_file(path.as_deref())?;
+    let flags = Options {
+        secret_file: secret.secret_file.clone(),
+        ..flags
+    };
+    let holds_secret = file.jwt_shared_secret.is_some();
+    Ok((flags.or(env).or(file), path.filter(|_| holds_secret)))
+}
+
+fn init_logging(level: &str) -> Result<(), Failure> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => EnvFilter::try_new(level)
+            .map_err(|e| format!("log_level: {level:?} is not a log filter: {e}"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let flags = Options {
+        bind: args.bind,
+        topology_dirs: Some(args.load.topology_dirs).filter(|d| !d.is_empty()),
+        drivers_dirs: Some(args.load.drivers_dirs).filter(|d| !d.is_empty()),
+        runtime_dir: args.load.runtime_dir,
+        concurrency: args.concurrency,
+        audit_log: args.audit_log,
+        log_level: args.log_level,
+        shutdown_grace: args.shutdown_grace,
+        hostlist_limit: args.hostlist_limit,
+        ..Options::default()
+    };
+    let (options, secret_config) = layers(flags, &args.secret)?;
+    let settings = Settings::resolve(options)?;
+    init_logging(&settings.log_level)?;
+    if let Some(path) = secret_config {
+        config::warn_if_readable_by_others(&path);
+    }
+    let secret = secret::obtain(&settings.secret)?;
+    runtime().block_on(api::serve(
+        &settings,
+        &secret,
+        std::env::vars_os().collect(),
+        |addr, _| announce(addr),
+    ))?;
+    Ok(())
+}
+
+/// The one line the tests and scripts wait for.
+fn announce(addr: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{addr}");
+    let _ = out.flush();
+}
+
+fn token(args: TokenArgs) -> Result<(), Failure> {
+    let (options, _) = layers(Options::default(), &args.secret)?;
+    let settings = Settings::resolve(options)?;
+    init_logging("warn")?;
+    if let Some(nodes) = &args.nodes {
+        power_server::hostlist::expand(nodes, settings.hostlist_limit)
+            .map_err(|e| format!("--nodes: {e}"))?;
+    }
+    let secret = secret::obtain(&settings.secret)?;
+    let now = auth::now();
+    let token = Keys::new(&secret, settings.hostlist_limit).mint(&Claims {
+        exp: now + args.days * 86_400,
+        iat: Some(now),
+        sub: args.subject,
+        role: args.role,
+        nodes: args.nodes,
+    });
+    println!("{token}");
+    Ok(())
+}
+
+fn run_demo(args: DemoArgs) -> Result<(), Failure> {
+    if !args.bind.ip().is_loopback() {
+        return Err(format!(
+            "--bind {}: the demo listens on loopback only (127.0.0.1 or ::1)",
+            args.bind
+        )
+        .into());
+    }
+    init_logging("warn")?;
+    let sim_dir = tempfile::Builder::new().prefix("power-demo-").tempdir()?;
+    let mut settings = Settings::resolve(Options::default())?;
+    settings.bind = args.bind;
+    settings.load = demo::load_settings();
+    settings.shutdown_grace = std::time::Duration::from_secs(5);
+    let value = secret::generate();
+    settings.secret = config::SecretSource::Value(value.clone());
+    let secret = secret::from_value(&value);
+    let token = demo::token(&settings, &secret);
+    let mut environment: Vec<_> = std::env::vars_os().collect();
+    environment.push(("POWER_SIM_DIR".into(), sim_dir.path().into()));
+    let client = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("power")))
+        .filter(|p| p.is_file());
+    runtime().block_on(api::serve(
+        &settings,
+        &secret,
+        environment,
+        |addr, topology| {
+            announce(addr);
+            let url = format!("http://{addr}");
+            print!(
+                "{}",
+                demo::instructions(&url, &token, topology, sim_dir.path(), client.as_deref())
+            );
+            let _ = std::io::stdout().flush();
+        },
+    ))?;
+    Ok(())
+}
+
+fn exit(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("power-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => exit(serve(args)),
+        Command::Token(args) => exit(token(args)),
+        Command::Demo(args) => exit(run_demo(args)),
         Command::Check(args) => match power_server::check::check(&args.settings()) {
             Ok(report) => {
                 print!("{report}");

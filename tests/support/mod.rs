@@ -270,14 +270,20 @@ impl Server {
     /// secret (and the same extra arguments' config, if any was given with
     /// `--config` or `--secret-file`).
     pub fn token(&self, args: &[&str]) -> String {
-        let out = self.token_command(args).output().expect("run power-server token");
+        let out = self
+            .token_command(args)
+            .output()
+            .expect("run power-server token");
         assert!(
             out.status.success(),
             "power-server token {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let token = String::from_utf8(out.stdout).expect("token is UTF-8");
-        assert!(token.ends_with('\n') && token.lines().count() == 1, "{token:?}");
+        assert!(
+            token.ends_with('\n') && token.lines().count() == 1,
+            "{token:?}"
+        );
         token.trim().to_string()
     }
 

@@ -1,0 +1,253 @@
+//! The route handlers: plain async functions from what the filters
+//! extracted to a response. Every failure goes through [`ApiError`].
+
+use super::audit::Record;
+use super::error::ApiError;
+use super::select::{select, SelectError, Selection};
+use super::App;
+use crate::auth::{AuthError, Grant};
+use power_proto::wire::{
+    Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
+use warp::http::header::CONTENT_TYPE;
+use warp::reply::Response;
+use warp::Reply;
+
+/// The media type asking for one result per line as each node finishes.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// `GET /healthz`: the server is up. No token needed, nothing revealed.
+pub fn healthz() -> Response {
+    warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /nodes`: the nodes the token can see, in topology order.
+pub fn nodes(app: Arc<App>, authorization: Option<String>) -> Response {
+    let grant = match authorize(&app, authorization.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let loaded = app.state.current();
+    let topology = &loaded.topology;
+    let mut memberships: HashMap<&str, Vec<String>> = HashMap::new();
+    for group in topology.groups.values() {
+        for node in &group.nodes {
+            memberships
+                .entry(node.as_str())
+                .or_default()
+                .push(group.name.clone());
+        }
+    }
+    let data = topology
+        .nodes()
+        .iter()
+        .filter(|n| grant.covers(&n.name))
+        .map(|n| Resource {
+            kind: "nodes".into(),
+            id: n.name.clone(),
+            attributes: NodeAttributes {
+                name: n.name.clone(),
+                platform: Some(n.platform.clone()),
+                groups: memberships.remove(n.name.as_str()).unwrap_or_default(),
+            },
+        })
+        .collect();
+    warp::reply::json(&Document { data }).into_response()
+}
+
+/// `GET /groups`: the groups the token can see, each with the members it
+/// can see; a group with none of them is left out.
+pub fn groups(app: Arc<App>, authorization: Option<String>) -> Response {
+    let grant = match authorize(&app, authorization.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
+    let loaded = app.state.current();
+    let data = loaded
+        .topology
+        .groups
+        .values()
+        .filter_map(|g| {
+            let nodes: Vec<String> = g
+                .nodes
+                .iter()
+                .filter(|n| grant.covers(n))
+                .cloned()
+                .collect();
+            (!nodes.is_empty()).then(|| Resource {
+                kind: "groups".into(),
+                id: g.name.clone(),
+                attributes: GroupAttributes {
+                    name: g.name.clone(),
+                    nodes,
+                },
+            })
+        })
+        .collect();
+    warp::reply::json(&Document { data }).into_response()
+}
+
+/// What a power request carried.
+#[derive(Debug)]
+pub struct PowerRequest {
+    /// The action its method stands for.
+    pub action: Action,
+    /// The query string's pairs.
+    pub query: Vec<(String, String)>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `Accept` header.
+    pub accept: Option<String>,
+}
+
+/// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes.
+pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
+    let action = request.action;
+    let (grant, nodes) = match admit(&app, &request) {
+        Ok(admitted) => admitted,
+        Err((subject, error)) => {
+            if let Some(audit) = &app.audit {
+                let query = request
+                    .query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                audit.write(&Record::refused(subject, action, error.detail(), &query));
+            }
+            tracing::info!(%action, status = error.status().as_u16(), "refused: {}", error.detail());
+            return error.into_response();
+        }
+    };
+    let results = start(&app, grant.subject, action, nodes.clone());
+    let streaming = request
+        .accept
+        .as_deref()
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with(NDJSON)));
+    if streaming {
+        let mut response = warp::reply::stream(Lines(results)).into_response();
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, NDJSON.parse().expect("a valid header value"));
+        return response;
+    }
+    warp::reply::json(&Document {
+        data: in_request_order(results, &nodes).await,
+    })
+    .into_response()
+}
+
+/// Check the token, the role and the selection; on refusal, say who asked
+/// (if known) and why.
+fn admit(
+    app: &App,
+    request: &PowerRequest,
+) -> Result<(Grant, Vec<String>), (Option<String>, ApiError)> {
+    let grant = authorize(app, request.authorization.as_deref()).map_err(|e| (None, e))?;
+    let subject = grant.subject.clone();
+    if request.action != Action::Status && !grant.may_act {
+        return Err((
+            subject,
+            ApiError::Forbidden(format!(
+                "the token's role is viewer: {} needs an operator token",
+                request.action
+            )),
+        ));
+    }
+    let selection = Selection::from_pairs(&request.query);
+    let loaded = app.state.current();
+    let nodes = select(&loaded.topology, &selection, &grant, app.hostlist_limit).map_err(|e| {
+        let error = match e {
+            SelectError::NotCovered(_) => ApiError::Forbidden(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        };
+        (subject.clone(), error)
+    })?;
+    Ok((grant, nodes))
+}
+
+fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
+    app.keys.authorize(header).map_err(|e: AuthError| {
+        tracing::debug!("token refused: {e}");
+        ApiError::Forbidden(e.to_string())
+    })
+}
+
+/// Run the action and pass results on as they come; when the last is in,
+/// write the audit line, then end the stream. The runs and the audit line
+/// complete even if the client goes away.
+fn start(
+    app: &Arc<App>,
+    subject: Option<String>,
+    action: Action,
+    nodes: Vec<String>,
+) -> mpsc::UnboundedReceiver<CommandAttributes> {
+    let mut record = Record::ran(subject, action, &nodes);
+    let mut from_engine = app.engine.run(app.state.current(), action, nodes);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = app.clone();
+    tokio::spawn(async move {
+        while let Some(result) = from_engine.recv().await {
+            if result.success {
+                record.succeeded += 1;
+            } else {
+                record.failed += 1;
+                record.missing += usize::from(result.missing);
+            }
+            let _ = tx.send(result);
+        }
+        if let Some(audit) = &app.audit {
+            audit.write(&record);
+        }
+        tracing::info!(
+            subject = record.subject.as_deref().unwrap_or(""),
+            action = %record.action,
+            nodes = %record.nodes,
+            succeeded = record.succeeded,
+            failed = record.failed,
+            "power request"
+        );
+        drop(tx);
+    });
+    rx
+}
+
+/// Every result, as `commands` resources in the order the nodes were asked for.
+async fn in_request_order(
+    mut results: mpsc::UnboundedReceiver<CommandAttributes>,
+    nodes: &[String],
+) -> Vec<Resource<CommandAttributes>> {
+    let mut by_node = BTreeMap::new();
+    while let Some(r) = results.recv().await {
+        by_node.insert(r.node_name.clone(), r);
+    }
+    nodes
+        .iter()
+        .filter_map(|n| by_node.remove(n))
+        .map(Resource::command)
+        .collect()
+}
+
+/// Results as NDJSON: one `commands` resource per line, as each arrives.
+struct Lines(mpsc::UnboundedReceiver<CommandAttributes>);
+
+impl futures_util::Stream for Lines {
+    type Item = Result<String, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|r| {
+            r.map(|r| {
+                let mut line =
+                    serde_json::to_string(&Resource::command(r)).expect("a result serialises");
+                line.push('\n');
+                Ok(line)
+            })
+        })
+    }
+}

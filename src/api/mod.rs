@@ -1,0 +1,242 @@
+//! The power API over HTTP (warp on tokio): the reference's routes and
+//! JSON:API documents, tokens, the audit log, and a clean shutdown.
+//!
+//! Filters only route and extract; [`handlers`] do the work; [`error`]
+//! turns every refusal into a status and a JSON:API error document.
+//! Authentication happens in the handlers, after routing, so an unknown
+//! path is a 404 with or without a token.
+
+pub mod audit;
+pub mod error;
+pub mod handlers;
+pub mod select;
+
+use crate::auth::Keys;
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::secret::Secret;
+use crate::state::State;
+use crate::topology::LoadErrors;
+use audit::Audit;
+use handlers::PowerRequest;
+use power_proto::wire::Action;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use warp::Filter;
+
+/// Extra time, after the shutdown grace, for responses to reach clients.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct App {
+    /// The topology in force, reloaded on SIGHUP.
+    pub state: Arc<State>,
+    /// Runs drivers.
+    pub engine: Arc<Engine>,
+    /// Verifies tokens.
+    pub keys: Keys,
+    /// The audit log, if one is configured.
+    pub audit: Option<Audit>,
+    /// Most names one hostlist may expand to.
+    pub hostlist_limit: usize,
+}
+
+/// Every route, with the rejection handler.
+pub fn routes(
+    app: Arc<App>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let with_app = warp::any().map(move || app.clone());
+    let authorization = warp::header::optional::<String>("authorization");
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(handlers::healthz);
+    let nodes = warp::path!("nodes")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(authorization)
+        .map(handlers::nodes);
+    let groups = warp::path!("groups")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(authorization)
+        .map(handlers::groups);
+    let action = warp::get()
+        .map(|| Action::Status)
+        .or(warp::patch().map(|| Action::PowerOn))
+        .unify()
+        .or(warp::put().map(|| Action::Restart))
+        .unify()
+        .or(warp::delete().map(|| Action::PowerOff))
+        .unify();
+    let power = warp::path::end()
+        .and(action)
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(authorization)
+        .and(warp::header::optional::<String>("accept"))
+        .map(|action, query, authorization, accept| PowerRequest {
+            action,
+            query,
+            authorization,
+            accept,
+        })
+        .and(with_app)
+        .then(|request, app| handlers::power(app, request));
+
+    healthz
+        .or(nodes)
+        .unify()
+        .or(groups)
+        .unify()
+        .or(power)
+        .unify()
+        .recover(error::recover)
+        .unify()
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    /// The topology or a driver is unusable.
+    Load(LoadErrors),
+    /// The audit log cannot be opened.
+    Audit {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// The address cannot be listened on.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// Signal handlers cannot be installed.
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Load(e) => write!(f, "{e}"),
+            Self::Audit { path, error } => {
+                write!(f, "cannot open audit log {}: {error}", path.display())
+            }
+            Self::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Load the topology, listen, call `ready` with the bound address and the
+/// topology, and
+/// serve until SIGTERM or SIGINT; then stop accepting, give running drivers
+/// `settings.shutdown_grace` to finish, kill what is left, and return.
+/// A second signal skips the rest of the grace period. `environment` is the
+/// base of every driver's environment.
+pub async fn serve(
+    settings: &Settings,
+    secret: &Secret,
+    environment: Vec<(OsString, OsString)>,
+    ready: impl FnOnce(SocketAddr, &crate::topology::Topology),
+) -> Result<(), ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let load = settings.load.clone();
+    let state = tokio::task::spawn_blocking(move || State::load(load))
+        .await
+        .expect("loading does not panic")
+        .map_err(ServeError::Load)?;
+    let audit = match &settings.audit_log {
+        Some(path) => Some(Audit::open(path).map_err(|error| ServeError::Audit {
+            path: path.clone(),
+            error,
+        })?),
+        None => None,
+    };
+    let engine = Engine::new(settings.concurrency, environment);
+    let app = Arc::new(App {
+        state: state.clone(),
+        engine: engine.clone(),
+        keys: Keys::new(secret, settings.hostlist_limit),
+        audit,
+        hostlist_limit: settings.hostlist_limit,
+    });
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let reloader = state.reload_on_sighup().map_err(ServeError::Signals)?;
+
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|error| ServeError::Bind {
+            addr: settings.bind,
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(|error| ServeError::Bind {
+        addr: settings.bind,
+        error,
+    })?;
+    let loaded = state.current();
+    tracing::info!(
+        nodes = loaded.topology.nodes().len(),
+        groups = loaded.topology.groups.len(),
+        platforms = loaded.topology.platforms.len(),
+        "listening on http://{addr}"
+    );
+    ready(addr, &loaded.topology);
+    drop(loaded);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(routes(app))
+        .incoming(listener)
+        .graceful(async {
+            let _ = stopped.await;
+        })
+        .run();
+    let mut server = std::pin::pin!(server);
+
+    let signal_name = tokio::select! {
+        () = &mut server => {
+            tracing::error!("the server stopped by itself");
+            None
+        }
+        _ = terminate.recv() => Some("SIGTERM"),
+        _ = interrupt.recv() => Some("SIGINT"),
+    };
+    if let Some(name) = signal_name {
+        let grace = settings.shutdown_grace;
+        tracing::info!(
+            running = engine.in_flight(),
+            "{name}: no longer accepting; running drivers have {}",
+            humantime::format_duration(grace)
+        );
+        let _ = stop.send(());
+        let drain = async {
+            engine.shutdown(grace).await;
+            // Results are in: let their responses go out, within a bound.
+            let _ = tokio::time::timeout(DRAIN_MARGIN, &mut server).await;
+        };
+        tokio::select! {
+            () = drain => {}
+            _ = terminate.recv() => hurry(&engine).await,
+            _ = interrupt.recv() => hurry(&engine).await,
+        }
+    }
+    reloader.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn hurry(engine: &Engine) {
+    tracing::warn!("second signal: killing running drivers now");
+    engine.shutdown(Duration::ZERO).await;
+}

@@ -1,0 +1,229 @@
+//! Which nodes a request names: its `nodes` and `groups` hostlists,
+//! expanded, checked against the topology's groups and the token's grant.
+//!
+//! Pure: no I/O.
+
+use crate::auth::Grant;
+use crate::topology::Topology;
+use power_proto::hostlist::{self, HostlistError};
+use std::collections::HashSet;
+use std::fmt;
+
+/// A request's node selection, as given. Repeated parameters are joined
+/// (`?nodes=a&nodes=b` is `a,b`); other parameters are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The `nodes` hostlist, if any.
+    pub nodes: Option<String>,
+    /// The `groups` hostlist, if any.
+    pub groups: Option<String>,
+}
+
+impl Selection {
+    /// From the query string's pairs.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Selection {
+        let join = |key: &str| {
+            let values: Vec<&str> = pairs
+                .iter()
+                .filter(|(k, v)| k == key && !v.trim().is_empty())
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        };
+        Selection {
+            nodes: join("nodes"),
+            groups: join("groups"),
+        }
+    }
+}
+
+/// Why a selection was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectError {
+    /// A parameter is not a valid hostlist, or expands past the limit (400).
+    BadHostlist {
+        /// `nodes` or `groups`.
+        param: &'static str,
+        /// What was wrong with it.
+        error: HostlistError,
+    },
+    /// Groups the topology does not have, or the token cannot see (400).
+    UnknownGroups(Vec<String>),
+    /// Nodes outside the token's node set (403), as a hostlist.
+    NotCovered(String),
+}
+
+impl fmt::Display for SelectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadHostlist { param, error } => write!(f, "bad {param} parameter: {error}"),
+            Self::UnknownGroups(g) => write!(
+                f,
+                "unknown group{} {}: see GET /groups",
+                if g.len() == 1 { "" } else { "s" },
+                g.join(", ")
+            ),
+            Self::NotCovered(nodes) => write!(f, "the token does not cover nodes {nodes}"),
+        }
+    }
+}
+
+impl std::error::Error for SelectError {}
+
+/// The nodes `selection` names, in order, without duplicates: the `nodes`
+/// expansion first, then each group's members. Nothing given selects
+/// nothing. Named nodes need not exist (they are answered as missing), but
+/// must be covered by the grant; a group shows only the members the grant
+/// covers, and one with none is unknown to it.
+pub fn select(
+    topology: &Topology,
+    selection: &Selection,
+    grant: &Grant,
+    limit: usize,
+) -> Result<Vec<String>, SelectError> {
+    let expand = |param, expr: &Option<String>| match expr {
+        None => Ok(Vec::new()),
+        Some(e) => {
+            hostlist::expand(e, limit).map_err(|error| SelectError::BadHostlist { param, error })
+        }
+    };
+    let named = expand("nodes", &selection.nodes)?;
+    let group_names = expand("groups", &selection.groups)?;
+
+    let outside: Vec<&String> = named.iter().filter(|n| !grant.covers(n)).collect();
+    if !outside.is_empty() {
+        return Err(SelectError::NotCovered(hostlist::compress(outside)));
+    }
+
+    let mut seen: HashSet<String> = named.iter().cloned().collect();
+    let mut out = named;
+    let mut unknown = Vec::new();
+    for name in group_names {
+        let members: Vec<&String> = topology
+            .groups
+            .get(&name)
+            .map(|g| g.nodes.iter().filter(|n| grant.covers(n)).collect())
+            .unwrap_or_default();
+        if members.is_empty() {
+            unknown.push(name);
+            continue;
+        }
+        for node in members {
+            if seen.insert(node.clone()) {
+                out.push(node.clone());
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(SelectError::UnknownGroups(unknown));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Group;
+
+    fn topology() -> Topology {
+        let mut t = Topology::default();
+        for (name, nodes) in [("rack1", "n[1-3]"), ("even", "n[2,4]")] {
+            t.groups.insert(
+                name.into(),
+                Group {
+                    name: name.into(),
+                    nodes: hostlist::expand(nodes, 10).unwrap(),
+                },
+            );
+        }
+        t
+    }
+
+    fn all() -> Grant {
+        Grant {
+            subject: None,
+            may_act: true,
+            nodes: None,
+        }
+    }
+
+    fn sel(nodes: Option<&str>, groups: Option<&str>) -> Selection {
+        Selection {
+            nodes: nodes.map(Into::into),
+            groups: groups.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn nothing_given_selects_nothing() {
+        let s = Selection::from_pairs(&[("nodes".into(), "".into()), ("x".into(), "y".into())]);
+        assert_eq!(s, Selection::default());
+        assert_eq!(select(&topology(), &s, &all(), 100), Ok(vec![]));
+    }
+
+    #[test]
+    fn nodes_then_groups_without_duplicates() {
+        let s = Selection::from_pairs(&[
+            ("nodes".into(), "n4,x".into()),
+            ("groups".into(), "rack1,even".into()),
+            ("nodes".into(), "n2".into()),
+        ]);
+        assert_eq!(s.nodes.as_deref(), Some("n4,x,n2"));
+        assert_eq!(
+            select(&topology(), &s, &all(), 100).unwrap(),
+            ["n4", "x", "n2", "n1", "n3"]
+        );
+    }
+
+    #[test]
+    fn bad_and_oversized_hostlists_name_the_parameter() {
+        let e = select(&topology(), &sel(Some("n[1-"), None), &all(), 100).unwrap_err();
+        assert!(
+            e.to_string().starts_with("bad nodes parameter: unbalanced"),
+            "{e}"
+        );
+        let e = select(&topology(), &sel(None, Some("g[1-1000]")), &all(), 100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad groups parameter: hostlist expands to 1000 names, more than the limit of 100"
+        );
+    }
+
+    #[test]
+    fn unknown_groups_are_named() {
+        let e = select(
+            &topology(),
+            &sel(None, Some("rack1,nope,gone")),
+            &all(),
+            100,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "unknown groups nope, gone: see GET /groups"
+        );
+    }
+
+    #[test]
+    fn a_limited_grant_sees_only_its_nodes() {
+        let grant = Grant {
+            nodes: Some(["n1".to_string(), "n2".to_string()].into()),
+            ..all()
+        };
+        assert_eq!(
+            select(&topology(), &sel(None, Some("rack1")), &grant, 100).unwrap(),
+            ["n1", "n2"]
+        );
+        assert_eq!(
+            select(&topology(), &sel(Some("n[1-5]"), None), &grant, 100),
+            Err(SelectError::NotCovered("n[3-5]".into()))
+        );
+        let only_n4 = Grant {
+            nodes: Some(["n4".to_string()].into()),
+            ..all()
+        };
+        assert_eq!(
+            select(&topology(), &sel(None, Some("rack1")), &only_n4, 100),
+            Err(SelectError::UnknownGroups(vec!["rack1".into()]))
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! The server's settings: where each one comes from and what it defaults to.
+//!
+//! Every setting can be given four ways, the first found winning: a
+//! command-line flag, an environment variable (`POWER_SERVER_*`), a key in
+//! the YAML config file, the default. [`Options`] is one such layer; flags,
+//! environment and file each produce one and [`Options::or`] stacks them.
+//! [`Settings::resolve`] turns the stack into checked settings.
+//!
+//! Pure apart from reading the config file: the environment comes in as a
+//! lookup function, so tests need not touch the process environment.
+
+use crate::engine::DEFAULT_CONCURRENCY;
+use crate::load::LoadSettings;
+use crate::paths;
+use power_proto::hostlist::DEFAULT_LIMIT;
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The reference's port.
+pub const DEFAULT_PORT: u16 = 6302;
+/// Where `serve` listens unless told otherwise: loopback only, because a
+/// token is a bearer credential sent over plain HTTP (see docs/security.md).
+pub const DEFAULT_BIND: &str = "127.0.0.1:6302";
+/// The config file read when none is named, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/power-server/config.yaml";
+/// The secret file used by root when none is named.
+pub const SYSTEM_SECRET_FILE: &str = "/etc/power-server/jwt-secret";
+/// How long running drivers may go on after SIGTERM before they are killed.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// One layer of settings. Every field is optional: absent means "ask the
+/// next layer". The config file's keys are these field names.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// `ADDR:PORT` to listen on (`POWER_SERVER_BIND`; default `127.0.0.1:6302`).
+    pub bind: Option<String>,
+    /// Topology directories, lowest precedence first
+    /// (`POWER_SERVER_TOPOLOGY_DIRS`, colon-separated).
+    pub topology_dirs: Option<Vec<PathBuf>>,
+    /// Drivers directories, lowest precedence first
+    /// (`POWER_SERVER_DRIVERS_DIRS`, colon-separated).
+    pub drivers_dirs: Option<Vec<PathBuf>>,
+    /// Where generated driver scripts go (`POWER_SERVER_RUNTIME_DIR`).
+    pub runtime_dir: Option<PathBuf>,
+    /// Most driver runs at once (`POWER_SERVER_CONCURRENCY`; the
+    /// reference's `num_worker_commands` is accepted in the file).
+    #[serde(alias = "num_worker_commands")]
+    pub concurrency: Option<usize>,
+    /// The JWT secret itself (`POWER_SERVER_JWT_SECRET`; the reference's
+    /// key name in the file). Never logged.
+    pub jwt_shared_secret: Option<String>,
+    /// A file holding the JWT secret, generated if absent
+    /// (`POWER_SERVER_SECRET_FILE`).
+    pub secret_file: Option<PathBuf>,
+    /// Append one JSON line per power request here (`POWER_SERVER_AUDIT_LOG`).
+    pub audit_log: Option<PathBuf>,
+    /// Log filter when `RUST_LOG` is unset, e.g. `info` or `debug`
+    /// (`POWER_SERVER_LOG_LEVEL`).
+    pub log_level: Option<String>,
+    /// How long running drivers may finish after SIGTERM, e.g. `30s`
+    /// (`POWER_SERVER_SHUTDOWN_GRACE`).
+    pub shutdown_grace: Option<String>,
+    /// Most names one hostlist may expand to (`POWER_SERVER_HOSTLIST_LIMIT`;
+    /// default 100000).
+    pub hostlist_limit: Option<usize>,
+}
+
+/// Why settings could not be worked out. Never carries a secret.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The config file is not valid YAML for [`Options`].
+    Parse { path: PathBuf, error: String },
+    /// A setting's value is unusable.
+    Invalid {
+        setting: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, error } => {
+                write!(f, "cannot read config file {}: {error}", path.display())
+            }
+            Self::Parse { path, error } => write!(f, "config file {}: {error}", path.display()),
+            Self::Invalid {
+                setting,
+                value,
+                expected,
+            } => write!(f, "{setting}: {value:?} is not usable: expected {expected}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Options {
+    /// This layer, with what it leaves unset taken from `lower`.
+    pub fn or(self, lower: Options) -> Options {
+        Options {
+            bind: self.bind.or(lower.bind),
+            topology_dirs: self.topology_dirs.or(lower.topology_dirs),
+            drivers_dirs: self.drivers_dirs.or(lower.drivers_dirs),
+            runtime_dir: self.runtime_dir.or(lower.runtime_dir),
+            concurrency: self.concurrency.or(lower.concurrency),
+            jwt_shared_secret: self.jwt_shared_secret.or(lower.jwt_shared_secret),
+            secret_file: self.secret_file.or(lower.secret_file),
+            audit_log: self.audit_log.or(lower.audit_log),
+            log_level: self.log_level.or(lower.log_level),
+            shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
+            hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
+        }
+    }
+
+    /// The layer given by `POWER_SERVER_*` variables, looked up with `var`.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Options, ConfigError> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        let dirs = |name: &str| get(name).map(|v| v.split(':').map(PathBuf::from).collect());
+        let number = |name: &str| -> Result<Option<usize>, ConfigError> {
+            get(name)
+                .map(|v| {
+                    v.parse().map_err(|_| ConfigError::Invalid {
+                        setting: name.to_string(),
+                        value: v,
+                        expected: "a whole number",
+                    })
+                })
+                .transpose()
+        };
+        Ok(Options {
+            bind: get("POWER_SERVER_BIND"),
+            topology_dirs: dirs("POWER_SERVER_TOPOLOGY_DIRS"),
+            drivers_dirs: dirs("POWER_SERVER_DRIVERS_DIRS"),
+            runtime_dir: get("POWER_SERVER_RUNTIME_DIR").map(PathBuf::from),
+            concurrency: number("POWER_SERVER_CONCURRENCY")?,
+            jwt_shared_secret: get("POWER_SERVER_JWT_SECRET"),
+            secret_file: get("POWER_SERVER_SECRET_FILE").map(PathBuf::from),
+            audit_log: get("POWER_SERVER_AUDIT_LOG").map(PathBuf::from),
+            log_level: get("POWER_SERVER_LOG_LEVEL"),
+            shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
+            hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
+        })
+    }
+
+    /// Parse a config file's text (`path` is for messages). An empty file
+    /// is an empty layer.
+    pub fn parse(text: &str, path: &Path) -> Result<Options, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Options::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: e.to_string(),
+        })
+    }
+
+    /// The config file to read: `explicit` (which must exist), else
+    /// [`DEFAULT_CONFIG`] if it exists, else none.
+    pub fn file_path(explicit: Option<&Path>) -> Option<PathBuf> {
+        match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+            None => None,
+        }
+    }
+
+    /// Read the config file at `path`, if any; no path is an empty layer.
+    pub fn read_file(path: Option<&Path>) -> Result<Options, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Options::default());
+        };
+        let path = path.to_path_buf();
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
+            path: path.clone(),
+            error,
+        })?;
+        Options::parse(&text, &path)
+    }
+}
+
+/// Warn (through `tracing`) if the config file at `path` may be read by
+/// others: call it when the file holds `jwt_shared_secret`.
+pub fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o044 != 0 {
+            tracing::warn!(
+                "config file {} holds jwt_shared_secret and is readable by others: chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Where the JWT secret comes from, in the order it is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Given directly (environment or config file).
+    Value(String),
+    /// Read from this file, generated there if absent.
+    File(PathBuf),
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub bind: SocketAddr,
+    /// Where topology and drivers come from.
+    pub load: LoadSettings,
+    /// Most driver runs at once.
+    pub concurrency: usize,
+    /// Where the JWT secret comes from.
+    pub secret: SecretSource,
+    /// The audit log, if any.
+    pub audit_log: Option<PathBuf>,
+    /// Log filter used when `RUST_LOG` is unset.
+    pub log_level: String,
+    /// How long running drivers may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Most names one hostlist may expand to.
+    pub hostlist_limit: usize,
+}
+
+impl Settings {
+    /// Check a stack of layers and fill in the defaults.
+    pub fn resolve(options: Options) -> Result<Settings, ConfigError> {
+        let bind_text = options.bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
+        let bind = parse_bind(&bind_text)?;
+        let concurrency = options.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(invalid("concurrency", "0", "at least 1"));
+        }
+        let shutdown_grace = match options.shutdown_grace {
+            None => DEFAULT_SHUTDOWN_GRACE,
+            Some(text) => humantime::parse_duration(&text)
+                .map_err(|_| invalid("shutdown_grace", &text, "a duration such as 30s or 2m"))?,
+        };
+        let hostlist_limit = options.hostlist_limit.unwrap_or(DEFAULT_LIMIT);
+        if hostlist_limit == 0 {
+            return Err(invalid("hostlist_limit", "0", "at least 1"));
+        }
+        Ok(Settings {
+            bind,
+            load: load_settings(
+                options.topology_dirs,
+                options.drivers_dirs,
+                options.runtime_dir,
+            ),
+            concurrency,
+            secret: secret_source(options.jwt_shared_secret, options.secret_file),
+            audit_log: options.audit_log,
+            log_level: options.log_level.unwrap_or_else(|| "info".into()),
+            shutdown_grace,
+            hostlist_limit,
+        })
+    }
+}
+
+/// The secret's source from a layer stack: a value if one was given, else
+/// the named file, else the default file.
+pub fn secret_source(value: Option<String>, file: Option<PathBuf>) -> SecretSource {
+    match (value, file) {
+        (Some(v), _) => SecretSource::Value(v),
+        (None, Some(f)) => SecretSource::File(f),
+        (None, None) => SecretSource::File(default_secret_file()),
+    }
+}
+
+/// Root's secret file is [`SYSTEM_SECRET_FILE`]; anyone else's is
+/// `$XDG_CONFIG_HOME/power-server/jwt-secret` (`~/.config` by default).
+pub fn default_secret_file() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from(SYSTEM_SECRET_FILE);
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.join("power-server").join("jwt-secret")
+}
+
+/// Topology and drivers directories, defaulting as `check` does.
+pub fn load_settings(
+    topology_dirs: Option<Vec<PathBuf>>,
+    drivers_dirs: Option<Vec<PathBuf>>,
+    runtime_dir: Option<PathBuf>,
+) -> LoadSettings {
+    LoadSettings {
+        topology_dirs: topology_dirs
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| paths::defaults(&paths::SYSTEM_TOPOLOGY_DIRS, "topology.d")),
+        drivers_dirs: drivers_dirs
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| paths::defaults(&paths::SYSTEM_DRIVERS_DIRS, "drivers")),
+        runtime_dir,
+    }
+}
+
+/// `ADDR:PORT`, or `ADDR` alone for the default port.
+fn parse_bind(text: &str) -> Result<SocketAddr, ConfigError> {
+    let expected = "ADDR:PORT, e.g. 127.0.0.1:6302 or [::1]:6302";
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map_err(|_| invalid("bind", text, expected))
+}
+
+fn invalid(setting: &str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        value: value.into(),
+        expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file_beat_defaults() {
+        let flags = Options {
+            bind: Some("127.0.0.1:1".into()),
+            ..Options::default()
+        };
+        let from_env = Options::from_env(env(&[
+            ("POWER_SERVER_BIND", "127.0.0.1:2"),
+            ("POWER_SERVER_CONCURRENCY", "7"),
+        ]))
+        .unwrap();
+        let file = Options::parse(
+            "bind: 127.0.0.1:3\nconcurrency: 9\nnum_worker_commands: 9\nlog_level: debug\n",
+            Path::new("c.yaml"),
+        );
+        // Both a key and its alias: serde refuses the duplicate field.
+        assert!(file.is_err());
+        let file = Options::parse(
+            "bind: 127.0.0.1:3\nconcurrency: 9\nlog_level: debug\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        let s = Settings::resolve(flags.or(from_env).or(file)).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(s.concurrency, 7);
+        assert_eq!(s.log_level, "debug");
+        assert_eq!(s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(s.hostlist_limit, DEFAULT_LIMIT);
+    }
+
+    #[test]
+    fn the_reference_key_names_are_accepted() {
+        let o = Options::parse(
+            "jwt_shared_secret: s3cret\nnum_worker_commands: 5\n",
+            Path::new("c"),
+        )
+        .unwrap();
+        assert_eq!(o.concurrency, Some(5));
+        let s = Settings::resolve(o).unwrap();
+        assert_eq!(s.secret, SecretSource::Value("s3cret".into()));
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_port_6302() {
+        let s = Settings::resolve(Options::default()).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:6302".parse().unwrap());
+        assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
+        assert!(matches!(s.secret, SecretSource::File(_)));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_what_was_expected() {
+        let e = Settings::resolve(Options {
+            bind: Some("localhost:x".into()),
+            ..Options::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "bind: \"localhost:x\" is not usable: expected ADDR:PORT, e.g. 127.0.0.1:6302 or [::1]:6302"
+        );
+        let e = Options::from_env(env(&[("POWER_SERVER_CONCURRENCY", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("POWER_SERVER_CONCURRENCY") && e.contains("whole number"));
+        let e = Options::parse("bnid: x\n", Path::new("/etc/c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config file /etc/c.yaml: ") && e.contains("bnid"),
+            "{e}"
+        );
+        let e = Settings::resolve(Options {
+            shutdown_grace: Some("soon".into()),
+            ..Options::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("shutdown_grace"), "{e}");
+    }
+
+    #[test]
+    fn an_address_alone_gets_the_default_port() {
+        assert_eq!(
+            parse_bind("0.0.0.0").unwrap(),
+            "0.0.0.0:6302".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn environment_lists_are_colon_separated() {
+        let o = Options::from_env(env(&[("POWER_SERVER_TOPOLOGY_DIRS", "/a:/b")])).unwrap();
+        assert_eq!(
+            o.topology_dirs,
+            Some(vec![PathBuf::from("/a"), PathBuf::from("/b")])
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! `power-server demo`: the quick start. A server on loopback with the
+//! shipped `topology.d/` and its simulated nodes, a fresh secret that lives
+//! only as long as the server, and a ready token with the commands to try.
+//!
+//! Pure: this module only works out settings and words; `main` runs it.
+
+use crate::auth::{self, Claims, Keys};
+use crate::config::Settings;
+use crate::load::LoadSettings;
+use crate::paths;
+use crate::secret::Secret;
+use crate::topology::Topology;
+use power_proto::hostlist;
+use std::path::{Path, PathBuf};
+
+/// How long the demo token lasts.
+pub const TOKEN_DAYS: u64 = 1;
+
+/// The shipped topology and drivers: the checkout's when run from one, the
+/// packaged ones otherwise. The admin's own directories are left out, so
+/// the demo looks the same everywhere.
+pub fn load_settings() -> LoadSettings {
+    let shipped = |sub: &str, packaged: &str| match paths::checkout_root() {
+        Some(root) => vec![root.join(sub)],
+        None => vec![PathBuf::from(packaged)],
+    };
+    LoadSettings {
+        topology_dirs: shipped("topology.d", paths::SYSTEM_TOPOLOGY_DIRS[0]),
+        drivers_dirs: shipped("drivers", paths::SYSTEM_DRIVERS_DIRS[0]),
+        runtime_dir: None,
+    }
+}
+
+/// A full-access token for the demo, for one day.
+pub fn token(settings: &Settings, secret: &Secret) -> String {
+    let now = auth::now();
+    Keys::new(secret, settings.hostlist_limit).mint(&Claims {
+        exp: now + TOKEN_DAYS * 86_400,
+        iat: Some(now),
+        sub: Some("demo".into()),
+        role: None,
+        nodes: None,
+    })
+}
+
+/// What to print once the demo server listens at `url`.
+pub fn instructions(
+    url: &str,
+    token: &str,
+    topology: &Topology,
+    sim_dir: &Path,
+    client: Option<&Path>,
+) -> String {
+    let nodes = hostlist::compress(topology.nodes().iter().map(|n| &n.name));
+    let groups: Vec<&str> = topology.groups.keys().map(String::as_str).collect();
+    let client = match client {
+        Some(path) => format!("  alias power={}\n", path.display()),
+        None => "  # build the client first: cargo build -p power-client\n".to_string(),
+    };
+    format!(
+        "\
+Demo server ready: {count} simulated nodes ({nodes}) in groups {groups}.
+Their power state lives in {sim}. Ctrl-C stops the server.
+
+In another terminal:
+
+{client}  export POWER_URL={url}
+  export POWER_TOKEN={token}
+
+  power list
+  power list --groups --verbose
+  power status demo[01-04]
+  power on demo[01-04]
+  power status --groups rack1
+  power off --groups even
+  power on demo-broken      # fails: its driver simulates a fault
+
+Or with curl:
+
+  curl -g -H \"Authorization: Bearer $POWER_TOKEN\" '{url}/?nodes=demo[01-04]'
+  curl -g -X PATCH -H \"Authorization: Bearer $POWER_TOKEN\" '{url}/?groups=rack1'
+",
+        count = topology.nodes().len(),
+        groups = groups.join(", "),
+        sim = sim_dir.display(),
+    )
+}
