@@ -1,0 +1,643 @@
+//! The `power` client, driven as the real binary against the real
+//! `power-server` with sim drivers on an ephemeral loopback port.
+//!
+//! Output is user-facing API (scripts parse it, Slurm wrappers rely on the
+//! exit codes), so every run here pins stdout, stderr and the exit code
+//! exactly. Each client run is isolated from the user's own settings: its
+//! own HOME and XDG_CONFIG_HOME, no POWER_* from outside.
+//!
+//! The binary belongs to the `power-client` package: `cargo test
+//! --workspace` builds it, or `cargo build -p power-client` first.
+
+use crate::support::{power_bin, Server};
+use serde_json::json;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Nodes for every outcome: off by default, on from the start, failing,
+/// stuck (actions succeed, the state never changes).
+const TOPOLOGY: &str = "\
+platforms:
+  sim:
+    driver: sim
+    variables: [sim_initial, sim_fail, sim_stuck]
+static_nodes:
+  node[01-04]:
+    platform: sim
+    groups: [rack1]
+  node05:
+    platform: sim
+    sim_initial: 'on'
+    groups: [rack2]
+  broken01:
+    platform: sim
+    sim_fail: all
+  stuck01:
+    platform: sim
+    sim_stuck: 'yes'
+groups:
+  rack2: node[04-05]
+";
+
+fn server() -> Server {
+    Server::start(&[("sim.yaml", TOPOLOGY)])
+}
+
+/// What one run of `power` did.
+#[derive(Debug, PartialEq, Eq)]
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn new(code: i32, stdout: &str, stderr: &str) -> Output {
+        Output {
+            code,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
+    }
+}
+
+/// A `power` command in an empty home, with no settings from outside.
+struct Power {
+    home: tempfile::TempDir,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+}
+
+impl Power {
+    fn new() -> Power {
+        let bin = power_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p power-client` (or test with --workspace)",
+            bin.display()
+        );
+        Power {
+            home: tempfile::Builder::new()
+                .prefix("power-client-test")
+                .tempdir()
+                .unwrap(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A `power` command pointed at `server` with `token`, through the
+    /// environment (the common way to run it from scripts).
+    fn at(server: &Server, token: &str) -> Power {
+        Power::new()
+            .env("POWER_URL", &server.url)
+            .env("POWER_TOKEN", token)
+    }
+
+    fn args(mut self, args: &[&str]) -> Power {
+        self.args.extend(args.iter().map(OsString::from));
+        self
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Power {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// `$XDG_CONFIG_HOME/power/config.yaml`, the user's config file.
+    fn user_config(&self) -> PathBuf {
+        self.home.path().join("config/power/config.yaml")
+    }
+
+    fn write_user_config(self, text: &str) -> Power {
+        let path = self.user_config();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(power_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("POWER_")) {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env_remove("NO_COLOR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .args(&self.args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self) -> Output {
+        let out = self.command().output().expect("run power");
+        Output {
+            code: out.status.code().expect("power exited, not killed"),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    /// Runs and checks stdout, stderr and the exit code exactly.
+    fn expect(&self, code: i32, stdout: &str, stderr: &str) {
+        assert_eq!(
+            self.run(),
+            Output::new(code, stdout, stderr),
+            "power {:?}",
+            self.args
+        );
+    }
+
+    /// Runs, checks stderr and the code exactly, and parses stdout as JSON.
+    fn expect_json(&self, code: i32, stderr: &str) -> serde_json::Value {
+        let out = self.run();
+        assert_eq!(
+            (out.code, &*out.stderr),
+            (code, stderr),
+            "power {:?}: {out:?}",
+            self.args
+        );
+        assert!(out.stdout.ends_with("}\n"), "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    }
+}
+
+/// A token signed by `secret` that expired a minute ago.
+fn expired_token(secret: &str) -> String {
+    use power_server::auth::{Claims, Keys};
+    let keys = Keys::new(
+        &power_server::secret::from_value(secret),
+        power_server::hostlist::DEFAULT_LIMIT,
+    );
+    keys.mint(&Claims {
+        exp: power_server::auth::now() - 60,
+        iat: None,
+        sub: None,
+        role: None,
+        nodes: None,
+    })
+}
+
+/// A loopback URL nothing listens on: a port bound and closed again.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// As the reference: no arguments prints the help, and that is not an error.
+#[test]
+fn no_arguments_prints_help() {
+    let out = Power::new().run();
+    assert_eq!((out.code, &*out.stderr), (0, ""));
+    assert!(out.stdout.contains("Usage: power [OPTIONS] [COMMAND]"));
+    for word in ["list", "status", "on", "off", "restart", "Exit codes:"] {
+        assert!(
+            out.stdout.contains(word),
+            "help lacks {word}: {}",
+            out.stdout
+        );
+    }
+}
+
+/// Usage errors exit 2 before anything is sent, and say what was expected.
+#[test]
+fn usage_errors_exit_2() {
+    Power::new().args(&["status", "node[01-"]).expect(
+        2,
+        "",
+        "power: bad node list `node[01-`: unbalanced brackets in `node[01-`: \
+         expected each `[` closed by `]`, unnested\n",
+    );
+    Power::new()
+        .args(&["on", "n1", "--wait-timeout", "soon", "--wait"])
+        .expect(
+            2,
+            "",
+            "error: invalid value 'soon' for '--wait-timeout <DURATION>': \
+         expected number at 0: expected a duration such as `90s`, `5m` or `1h 30m`\n\n\
+         For more information, try '--help'.\n",
+        );
+    for args in [
+        &["status"][..],
+        &["bogus"],
+        &["on", "n1", "--wait-timeout", "5s"],
+        &["status", "n1", "--json", "--summary"],
+    ] {
+        let out = Power::new().args(args).run();
+        assert_eq!((out.code, &*out.stdout), (2, ""), "{args:?}: {out:?}");
+        assert!(out.stderr.starts_with("error: "), "{args:?}: {out:?}");
+    }
+}
+
+/// `list` as the reference (one name a line), and each other format.
+#[test]
+fn list_in_each_format() {
+    let server = server();
+    let token = server.token(&["--role", "viewer"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["list"]).expect(
+        0,
+        "node01\nnode02\nnode03\nnode04\nnode05\nbroken01\nstuck01\n",
+        "",
+    );
+    power(&["list", "--verbose"]).expect(
+        0,
+        "node01    sim  rack1\n\
+         node02    sim  rack1\n\
+         node03    sim  rack1\n\
+         node04    sim  rack1,rack2\n\
+         node05    sim  rack2\n\
+         broken01  sim\n\
+         stuck01   sim\n",
+        "",
+    );
+    power(&["list", "--summary"]).expect(0, "nodes: broken01,node[01-05],stuck01\n", "");
+    power(&["list", "--groups"]).expect(0, "rack1\nrack2\n", "");
+    power(&["list", "--groups", "--verbose"]).expect(
+        0,
+        "rack1  node[01-04]\nrack2  node[04-05]\n",
+        "",
+    );
+    power(&["list", "--groups", "--summary"]).expect(
+        0,
+        "rack1: node[01-04]\nrack2: node[04-05]\n",
+        "",
+    );
+    let nodes = power(&["list", "--json"]).expect_json(0, "");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        nodes["nodes"][3],
+        json!({"name": "node04", "platform": "sim", "groups": ["rack1", "rack2"]})
+    );
+    let groups = power(&["--json", "list", "--groups"]).expect_json(0, "");
+    assert_eq!(
+        groups,
+        json!({"groups": [
+            {"name": "rack1", "nodes": ["node01", "node02", "node03", "node04"]},
+            {"name": "rack2", "nodes": ["node04", "node05"]},
+        ]})
+    );
+}
+
+/// `status` says On/Off/Unknown as the reference did, in the order asked,
+/// and exits 1 when any node is unknown or missing.
+#[test]
+fn status_in_each_format() {
+    let server = server();
+    let token = server.token(&["--role", "viewer"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["status", "node05", "node[01-02]"]).expect(
+        0,
+        "node05  On\nnode01  Off\nnode02  Off\n",
+        "",
+    );
+    power(&["status", "node[01-02],node05", "broken01", "ghost"]).expect(
+        1,
+        "node01    Off\n\
+         node02    Off\n\
+         node05    On\n\
+         broken01  Unknown  sim: simulated failure of status on broken01\n\
+         ghost     Unknown  node ghost is not in the topology\n",
+        "",
+    );
+    power(&["status", "--summary", "node[01-05]", "broken01", "ghost"]).expect(
+        1,
+        "on: node05\noff: node[01-04]\nunknown: broken01\nmissing: ghost\n",
+        "",
+    );
+    let doc = power(&["status", "--json", "node05", "broken01", "ghost"]).expect_json(1, "");
+    assert_eq!(
+        doc,
+        json!({"action": "status", "wait": null, "nodes": [
+            {"name": "node05", "state": "on", "success": true, "missing": false,
+             "outcome": "on", "error": null},
+            {"name": "broken01", "state": "unknown", "success": false, "missing": false,
+             "outcome": "unknown", "error": "sim: simulated failure of status on broken01"},
+            {"name": "ghost", "state": "unknown", "success": false, "missing": true,
+             "outcome": "unknown", "error": "node ghost is not in the topology"},
+        ]})
+    );
+}
+
+/// `--groups` makes NODES name groups; an unknown group is the server's
+/// usage error, passed on with exit 2.
+#[test]
+fn groups_select_nodes() {
+    let server = server();
+    let token = server.token(&["--role", "viewer"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["status", "--groups", "rack2"]).expect(0, "node04  Off\nnode05  On\n", "");
+    power(&["status", "rack[1-2]", "-g", "--summary"]).expect(
+        0,
+        "on: node05\noff: node[01-04]\n",
+        "",
+    );
+    power(&["status", "--groups", "rack9"]).expect(
+        2,
+        "",
+        "power: the server refused the request: unknown group rack9: see GET /groups\n",
+    );
+}
+
+/// on, off and restart say the reference's words, change the (simulated)
+/// power, and exit 1 when a node failed or is missing.
+#[test]
+fn actions_in_each_format() {
+    let server = server();
+    let token = server.token(&["--role", "operator"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["on", "node[01-02]"]).expect(0, "node01  Starting\nnode02  Starting\n", "");
+    assert_eq!(server.sim_state("node01").as_deref(), Some("on"));
+    power(&["off", "node01"]).expect(0, "node01  Stopping\n", "");
+    assert_eq!(server.sim_state("node01").as_deref(), Some("off"));
+    power(&["restart", "node01"]).expect(0, "node01  Restarting\n", "");
+    assert_eq!(server.sim_state("node01").as_deref(), Some("on"));
+    power(&["on", "node03", "broken01", "ghost"]).expect(
+        1,
+        "node03    Starting\n\
+         broken01  Failed to start  sim: simulated failure of power_on on broken01\n\
+         ghost     Failed to start  node ghost is not in the topology\n",
+        "",
+    );
+    power(&["off", "broken01"]).expect(
+        1,
+        "broken01  Failed to stop  sim: simulated failure of power_off on broken01\n",
+        "",
+    );
+    power(&["restart", "broken01"]).expect(
+        1,
+        "broken01  Failed to restart  sim: simulated failure of restart on broken01\n",
+        "",
+    );
+    power(&["off", "--summary", "node[01-04]", "broken01", "ghost"]).expect(
+        1,
+        "stopping: node[01-04]\nfailed to stop: broken01\nmissing: ghost\n",
+        "",
+    );
+    let doc = power(&["restart", "--json", "node04", "ghost"]).expect_json(1, "");
+    assert_eq!(
+        doc,
+        json!({"action": "restart", "wait": null, "nodes": [
+            {"name": "node04", "state": null, "success": true, "missing": false,
+             "outcome": "restarting", "error": null},
+            {"name": "ghost", "state": null, "success": false, "missing": true,
+             "outcome": "failed to restart", "error": "node ghost is not in the topology"},
+        ]})
+    );
+    assert_eq!(server.sim_state("node04").as_deref(), Some("on"));
+}
+
+/// `--wait` polls until every node is in the target state and then says so.
+#[test]
+fn wait_reaches_the_state() {
+    let server = server();
+    let token = server.token(&["--role", "operator"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["on", "node[01-03]", "--wait", "--wait-timeout", "60s"]).expect(
+        0,
+        "node01  On\nnode02  On\nnode03  On\n",
+        "",
+    );
+    power(&["off", "-w", "node[01-02]", "--summary"]).expect(0, "off: node[01-02]\n", "");
+    let doc = power(&["restart", "node01", "--wait", "--json"]).expect_json(0, "");
+    assert_eq!(
+        doc,
+        json!({"action": "restart", "wait": "on", "nodes": [
+            {"name": "node01", "state": "on", "success": true, "missing": false,
+             "outcome": "on", "error": null},
+        ]})
+    );
+}
+
+/// `--wait` gives up at the timeout and says which nodes did not get there;
+/// a node whose action failed is not waited for.
+#[test]
+fn wait_times_out_on_a_stuck_node() {
+    let server = server();
+    let token = server.token(&["--role", "operator"]);
+    Power::at(&server, &token)
+        .args(&[
+            "on",
+            "node01",
+            "stuck01",
+            "broken01",
+            "--wait",
+            "--wait-timeout",
+            "1s",
+        ])
+        .expect(
+            1,
+            "node01    On\n\
+             stuck01   Still off        did not reach on within 1s\n\
+             broken01  Failed to start  sim: simulated failure of power_on on broken01\n",
+            "power: 1 node did not reach on within 1s: stuck01\n",
+        );
+    Power::at(&server, &token)
+        .args(&[
+            "on",
+            "stuck01",
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "--summary",
+        ])
+        .expect(
+            1,
+            "still off: stuck01\n",
+            "power: 1 node did not reach on within 1s: stuck01\n",
+        );
+}
+
+/// Exit 4 with the URL and the reason when nothing listens there.
+#[test]
+fn unreachable_server_exits_4() {
+    let url = dead_url();
+    let message = format!("power: cannot reach power server at {url}: connection refused\n");
+    Power::new()
+        .args(&["status", "node01", "--url", &url])
+        .expect(4, "", &message);
+    Power::new()
+        .env("POWER_URL", &url)
+        .args(&["list"])
+        .expect(4, "", &message);
+}
+
+/// Exit 4 when the URL answers, but not as the power API does (here: the
+/// real server, under a wrong path).
+#[test]
+fn a_wrong_url_exits_4() {
+    let server = server();
+    let token = server.token(&[]);
+    let url = format!("{}/power", server.url);
+    Power::new()
+        .args(&["list", "--url", &url, "--token", &token])
+        .expect(
+            4,
+            "",
+            &format!(
+                "power: unexpected answer from power server at {url}: 404 Not Found: \
+                 no such route: expected /, /nodes, /groups or /healthz\n"
+            ),
+        );
+}
+
+/// Exit 3 for a refused token, saying why, and never printing the token.
+#[test]
+fn refused_tokens_exit_3() {
+    let server = server();
+    let expired = expired_token(&server.secret);
+    let power = |token: &str, args: &[&str]| Power::at(&server, token).args(args);
+    power(&expired, &["status", "node01"]).expect(
+        3,
+        "",
+        "power: token refused by the server: the token has expired\n",
+    );
+    let foreign = expired_token("another secret");
+    power(&foreign, &["list"]).expect(
+        3,
+        "",
+        "power: token refused by the server: the token is not valid: bad signature\n",
+    );
+    let viewer = server.token(&["--role", "viewer"]);
+    power(&viewer, &["on", "node01"]).expect(
+        3,
+        "",
+        "power: token refused by the server: \
+         the token's role is viewer: power_on needs an operator token\n",
+    );
+    assert_eq!(
+        server.sim_state("node01"),
+        None,
+        "a refused request ran nothing"
+    );
+    Power::new()
+        .env("POWER_URL", &server.url)
+        .args(&["list"])
+        .expect(
+            3,
+            "",
+            "power: no token configured: set jwt_token in the config file, POWER_TOKEN or --token \
+         (an admin mints one with `power-server token`)\n",
+        );
+}
+
+/// Settings: config file < POWER_URL/POWER_TOKEN < --url/--token, and the
+/// file is found where the reference's users would put it.
+#[test]
+fn settings_precedence() {
+    let server = server();
+    let token = server.token(&[]);
+    let dead = dead_url();
+    let good_file = format!(
+        "base_url: {}\njwt_token: {token}\ndebug: false\n",
+        server.url
+    );
+    let bad_file = format!("base_url: {dead}\njwt_token: not-a-token\n");
+    let ok = |p: Power| p.args(&["status", "node05"]).expect(0, "node05  On\n", "");
+    let unreachable = format!("power: cannot reach power server at {dead}: connection refused\n");
+
+    // The file alone.
+    ok(Power::new().write_user_config(&good_file));
+    // The environment beats the file.
+    ok(Power::new()
+        .write_user_config(&bad_file)
+        .env("POWER_URL", &server.url)
+        .env("POWER_TOKEN", &token));
+    Power::new()
+        .write_user_config(&good_file)
+        .env("POWER_URL", &dead)
+        .args(&["status", "node05"])
+        .expect(4, "", &unreachable);
+    // Flags beat the environment.
+    ok(Power::new()
+        .write_user_config(&bad_file)
+        .env("POWER_URL", &dead)
+        .env("POWER_TOKEN", "not-a-token")
+        .args(&["--url", &server.url, "--token", &token]));
+    Power::new()
+        .write_user_config(&good_file)
+        .args(&["--token", "not-a-token", "status", "node05"])
+        .expect(
+            3,
+            "",
+            "power: token refused by the server: the token is not valid: malformed token\n",
+        );
+
+    // --config and $POWER_CONFIG name the file; named, it must exist.
+    let power = Power::new().write_user_config(&bad_file);
+    let elsewhere = power.home.path().join("elsewhere.yaml");
+    std::fs::write(&elsewhere, &good_file).unwrap();
+    let elsewhere = elsewhere.to_str().unwrap();
+    ok(Power::new()
+        .write_user_config(&bad_file)
+        .args(&["--config", elsewhere]));
+    ok(Power::new()
+        .write_user_config(&bad_file)
+        .env("POWER_CONFIG", elsewhere));
+    let missing = format!("{elsewhere}.missing");
+    Power::new()
+        .args(&["status", "node05", "--config", &missing])
+        .expect(
+            2,
+            "",
+            &format!("power: cannot read config file {missing}: no such file or directory\n"),
+        );
+    let broken = Power::new().write_user_config("base_url: [\n");
+    let path = broken.user_config();
+    let out = broken.args(&["list"]).run();
+    let prefix = format!("power: {}: ", path.display());
+    assert_eq!((out.code, &*out.stdout), (2, ""), "{out:?}");
+    assert!(out.stderr.starts_with(&prefix), "{out:?}");
+    assert!(out
+        .stderr
+        .ends_with("expected a YAML map with base_url and jwt_token\n"));
+}
+
+/// The same CLI definition gives completions and a man page.
+#[test]
+fn completions_and_man_page() {
+    for (shell, marker) in [
+        ("bash", "_power()"),
+        ("zsh", "#compdef power"),
+        ("fish", "complete -c power"),
+    ] {
+        let out = Power::new().args(&["completions", shell]).run();
+        assert_eq!((out.code, &*out.stderr), (0, ""), "{shell}");
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.stdout);
+        assert!(out.stdout.contains("wait-timeout"), "{shell}");
+    }
+    let man = Power::new().args(&["man"]).run();
+    assert_eq!((man.code, &*man.stderr), (0, ""));
+    assert!(man.stdout.contains(".TH power 1"), "{}", man.stdout);
+    assert!(man.stdout.contains("Exit codes:"), "{}", man.stdout);
+}
+
+/// A reader that goes away early (`power list | head -1`) is not an error.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let server = server();
+    let token = server.token(&[]);
+    let mut child = Power::at(&server, &token)
+        .args(&["list"])
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the client has its answer to write.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).as_ref()
+        ),
+        (Some(0), "")
+    );
+}
