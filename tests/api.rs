@@ -1,1 +1,804 @@
-//! (being written)
+//! The HTTP API, against the real `power-server serve` on an ephemeral
+//! loopback port with real sim drivers. Each test says what it protects.
+//!
+//! A refused request must run nothing: those tests compare every sim state
+//! file before and after.
+
+use crate::support::{poll, run, Reply, Server};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::time::Duration;
+
+/// Nodes for every outcome: four plain ones in a rack, one on from the
+/// start, one slow, one whose driver always fails. `bmc_password` is a
+/// node variable that must never reach a client.
+const TOPOLOGY: &str = "\
+platforms:
+  sim:
+    driver: sim
+    variables: [sim_initial, sim_delay, sim_fail]
+static_nodes:
+  n[01-04]:
+    platform: sim
+    groups: [rack]
+    bmc_password: hunter2
+  lit:
+    platform: sim
+    sim_initial: 'on'
+  slow:
+    platform: sim
+    sim_delay: '3'
+  broken:
+    platform: sim
+    sim_fail: all
+groups:
+  pair: n[01-02]
+";
+
+fn server() -> Server {
+    Server::start(&[("nodes.yaml", TOPOLOGY)])
+}
+
+/// The body's `data`, with each resource's `duration-ms` checked to be a
+/// number and then removed, so the rest can be compared exactly.
+fn data(reply: &Reply) -> Vec<Value> {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+    let mut doc = reply.json();
+    let data = doc["data"].as_array_mut().expect("data is a list");
+    for resource in data.iter_mut() {
+        if resource["type"] == "commands" {
+            let attrs = resource["attributes"].as_object_mut().unwrap();
+            let ms = attrs.remove("duration-ms").expect("duration-ms is present");
+            assert!(ms.is_u64(), "duration-ms is a number: {ms}");
+        }
+    }
+    data.clone()
+}
+
+/// A refusal: the status, JSON:API error document, and its detail.
+fn refused(reply: &Reply, status: u16) -> String {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+    let doc = reply.json();
+    let error = &doc["errors"][0];
+    assert_eq!(error["status"], status.to_string());
+    error["detail"].as_str().expect("a detail").to_string()
+}
+
+fn command(id: &str, attributes: Value) -> Value {
+    json!({ "type": "commands", "id": id, "attributes": attributes })
+}
+
+/// Status keeps the reference's attributes and adds `state`, `error`,
+/// `exit-code`, `duration-ms`; missing nodes and failing drivers are
+/// answered per node, in the order asked, with 200.
+#[test]
+fn status_reports_every_node_field_by_field() {
+    let s = server();
+    s.set_sim_state("n02", "on");
+    let t = s.token(&[]);
+    let reply = s.get("/?nodes=n[01-02],ghost,broken,lit", &t);
+    assert_eq!(
+        data(&reply),
+        [
+            command(
+                "n01",
+                json!({"action": "status", "node-name": "n01", "platform": "sim",
+                       "missing": false, "success": true, "running": false,
+                       "state": "off", "exit-code": 111})
+            ),
+            command(
+                "n02",
+                json!({"action": "status", "node-name": "n02", "platform": "sim",
+                       "missing": false, "success": true, "running": true,
+                       "state": "on", "exit-code": 0})
+            ),
+            command(
+                "ghost",
+                json!({"action": "status", "node-name": "ghost", "platform": null,
+                       "missing": true, "success": false, "running": false,
+                       "state": "unknown", "error": "node ghost is not in the topology"})
+            ),
+            command(
+                "broken",
+                json!({"action": "status", "node-name": "broken", "platform": "sim",
+                       "missing": false, "success": false, "running": false,
+                       "state": "unknown", "exit-code": 1,
+                       "error": "sim: simulated failure of status on broken"})
+            ),
+            command(
+                "lit",
+                json!({"action": "status", "node-name": "lit", "platform": "sim",
+                       "missing": false, "success": true, "running": true,
+                       "state": "on", "exit-code": 0})
+            ),
+        ]
+    );
+    assert!(!reply.body.contains("hunter2"));
+}
+
+/// PATCH powers on, DELETE off, PUT restarts: the drivers really run, and
+/// the results carry the reference's action names and no `running`.
+#[test]
+fn power_routes_run_their_action() {
+    let s = server();
+    let t = s.token(&["--role", "operator"]);
+    for (method, action, after) in [
+        ("PATCH", "power_on", "on"),
+        ("DELETE", "power_off", "off"),
+        ("PUT", "restart", "on"),
+    ] {
+        let reply = s.request(method, "/?nodes=n01,broken", Some(&t), &[]);
+        assert_eq!(
+            data(&reply),
+            [
+                command(
+                    "n01",
+                    json!({"action": action, "node-name": "n01", "platform": "sim",
+                           "missing": false, "success": true, "exit-code": 0})
+                ),
+                command(
+                    "broken",
+                    json!({"action": action, "node-name": "broken", "platform": "sim",
+                           "missing": false, "success": false, "exit-code": 1,
+                           "error": format!("sim: simulated failure of {action} on broken")})
+                ),
+            ],
+            "{method}"
+        );
+        assert_eq!(s.sim_state("n01").as_deref(), Some(after), "{method}");
+    }
+}
+
+/// `/nodes` and `/groups` have the reference's shapes (added attributes
+/// only) and never carry node variables; no token, no list.
+#[test]
+fn lists_of_nodes_and_groups() {
+    let s = server();
+    let t = s.token(&["--role", "viewer"]);
+    let nodes = s.get("/nodes", &t);
+    let mut expected: Vec<Value> = ["n01", "n02", "n03", "n04"]
+        .iter()
+        .map(|n| {
+            let groups = if *n <= "n02" {
+                json!(["pair", "rack"])
+            } else {
+                json!(["rack"])
+            };
+            json!({"type": "nodes", "id": n,
+                   "attributes": {"name": n, "platform": "sim", "groups": groups}})
+        })
+        .collect();
+    for n in ["lit", "slow", "broken"] {
+        expected
+            .push(json!({"type": "nodes", "id": n, "attributes": {"name": n, "platform": "sim"}}));
+    }
+    assert_eq!(data(&nodes), expected);
+    assert!(!nodes.body.contains("hunter2") && !nodes.body.contains("bmc_password"));
+
+    assert_eq!(
+        data(&s.get("/groups", &t)),
+        [
+            json!({"type": "groups", "id": "pair",
+                   "attributes": {"name": "pair", "nodes": ["n01", "n02"]}}),
+            json!({"type": "groups", "id": "rack",
+                   "attributes": {"name": "rack", "nodes": ["n01", "n02", "n03", "n04"]}}),
+        ]
+    );
+    for path in ["/nodes", "/groups"] {
+        refused(&s.request("GET", path, None, &[]), 403);
+    }
+}
+
+/// `?groups=` selects the members of the topology's groups and of groups
+/// nodes list themselves in, after `?nodes=`, without duplicates; an
+/// unknown group is a 400 naming it.
+#[test]
+fn groups_select_their_members() {
+    let s = server();
+    let t = s.token(&[]);
+    let ids = |reply: &Reply| -> Vec<String> {
+        data(reply)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&s.get("/?nodes=n03&groups=pair,rack", &t)),
+        ["n03", "n01", "n02", "n04"]
+    );
+    assert_eq!(
+        ids(&s.get("/?groups=pair&nodes=lit", &t)),
+        ["lit", "n01", "n02"]
+    );
+    let detail = refused(&s.get("/?groups=rack,nope", &t), 400);
+    assert_eq!(detail, "unknown group nope: see GET /groups");
+}
+
+/// An empty or absent selection selects no node, never all of them, and
+/// runs nothing.
+#[test]
+fn nothing_selected_runs_nothing() {
+    let s = server();
+    let t = s.token(&[]);
+    for query in [
+        "/",
+        "/?nodes=",
+        "/?groups=",
+        "/?nodes=&groups=",
+        "/?other=n01",
+    ] {
+        let reply = s.request("PATCH", query, Some(&t), &[]);
+        assert_eq!(data(&reply), Vec::<Value>::new(), "{query}");
+    }
+    assert_eq!(s.sim_states(), []);
+}
+
+/// Bad hostlists are refused with 400 and a message naming the fault; an
+/// expression past the limit is refused before anything is expanded (this
+/// one would not fit in memory).
+#[test]
+fn bad_hostlists_are_400_naming_the_fault() {
+    let s = server();
+    let t = s.token(&[]);
+    for (query, detail) in [
+        (
+            "/?nodes=n[01-",
+            "bad nodes parameter: unbalanced brackets in `n[01-`: expected each `[` closed by `]`, unnested",
+        ),
+        (
+            "/?nodes=n[3-1]",
+            "bad nodes parameter: range `3-1` in `n[3-1]` is reversed: the lower bound must come first",
+        ),
+        (
+            "/?groups=g%20x",
+            "bad groups parameter: character ' ' is not allowed in host name `g x`: expected ASCII letters, digits, `-`, `_` or `.`",
+        ),
+        (
+            "/?nodes=n[0-18446744073709551615]",
+            "bad nodes parameter: hostlist expands to 18446744073709551616 names, more than the limit of 100000",
+        ),
+        (
+            "/?nodes=n[1-100001]",
+            "bad nodes parameter: hostlist expands to 100001 names, more than the limit of 100000",
+        ),
+    ] {
+        assert_eq!(refused(&s.request("PATCH", query, Some(&t), &[]), 400), detail);
+    }
+    assert_eq!(s.sim_states(), []);
+}
+
+/// The limit is a setting.
+#[test]
+fn the_hostlist_limit_can_be_set() {
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .arg("--hostlist-limit")
+        .arg("3")
+        .start();
+    let t = s.token(&[]);
+    assert_eq!(data(&s.get("/?nodes=n[01-03]", &t)).len(), 3);
+    assert_eq!(
+        refused(&s.get("/?nodes=n[01-04]", &t), 400),
+        "bad nodes parameter: hostlist expands to 4 names, more than the limit of 3"
+    );
+}
+
+/// URL-safe base64 without padding, for hand-made tokens.
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(alg: Algorithm, secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Every bad token, and every token that does not allow the request, gets
+/// 403 and runs nothing.
+#[test]
+fn token_matrix() {
+    let s = server();
+    let secret = s.secret.as_str();
+    let later = now() + 3600;
+    let unsigned = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","typ":"JWT"}"#),
+        b64(json!({ "exp": later }).to_string().as_bytes())
+    );
+    let cases: Vec<(&str, Option<String>, &str, &str)> = vec![
+        ("no token", None, "/?nodes=n01", "no token"),
+        (
+            "garbage",
+            Some("Bearer garbage".into()),
+            "/?nodes=n01",
+            "not valid",
+        ),
+        (
+            "not bearer",
+            Some(format!("Basic {}", s.token(&[]))),
+            "/?nodes=n01",
+            "not \"Bearer TOKEN\"",
+        ),
+        (
+            "wrong secret",
+            Some(format!(
+                "Bearer {}",
+                sign(Algorithm::HS256, "other", &json!({"exp": later}))
+            )),
+            "/?nodes=n01",
+            "bad signature",
+        ),
+        (
+            "alg none",
+            Some(format!("Bearer {unsigned}")),
+            "/?nodes=n01",
+            "not valid",
+        ),
+        (
+            "HS512 with the same secret",
+            Some(format!(
+                "Bearer {}",
+                sign(Algorithm::HS512, secret, &json!({"exp": later}))
+            )),
+            "/?nodes=n01",
+            "not valid",
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                sign(Algorithm::HS256, secret, &json!({"sub": "x"}))
+            )),
+            "/?nodes=n01",
+            "exp",
+        ),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                sign(Algorithm::HS256, secret, &json!({"exp": now() - 10}))
+            )),
+            "/?nodes=n01",
+            "expired",
+        ),
+        (
+            "unknown role",
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    Algorithm::HS256,
+                    secret,
+                    &json!({"exp": later, "role": "root"})
+                )
+            )),
+            "/?nodes=n01",
+            "not valid",
+        ),
+        (
+            "viewer on a power route",
+            Some(format!("Bearer {}", s.token(&["--role", "viewer"]))),
+            "/?nodes=n01",
+            "power_on needs an operator token",
+        ),
+        (
+            "node-limited token touching another node",
+            Some(format!("Bearer {}", s.token(&["--nodes", "n01"]))),
+            "/?nodes=n01,n02",
+            "the token does not cover nodes n02",
+        ),
+    ];
+    for (what, header, query, detail) in cases {
+        let mut headers = Vec::new();
+        if let Some(h) = &header {
+            headers.push(("Authorization", h.as_str()));
+        }
+        let reply = s.request("PATCH", query, None, &headers);
+        let got = refused(&reply, 403);
+        assert!(got.contains(detail), "{what}: {got}");
+        assert!(!got.contains(secret), "{what}: the secret leaked");
+    }
+    // Status is refused the same way for bad tokens.
+    refused(&s.request("GET", "/?nodes=n01", None, &[]), 403);
+    assert_eq!(s.sim_states(), [], "a refused request ran a driver");
+    let log = s.log();
+    assert!(!log.contains(secret), "the secret is in the server's log");
+}
+
+/// A viewer may list and read status; an operator may act; a token without
+/// a role (as the reference minted them, `{"admin": null, "exp": ...}`)
+/// keeps full access.
+#[test]
+fn roles_and_reference_tokens() {
+    let s = server();
+    let viewer = s.token(&["--role", "viewer"]);
+    assert_eq!(data(&s.get("/?nodes=n01", &viewer)).len(), 1);
+    assert_eq!(data(&s.get("/nodes", &viewer)).len(), 7);
+    let operator = s.token(&["--role", "operator"]);
+    assert_eq!(
+        data(&s.request("PATCH", "/?nodes=n01", Some(&operator), &[]))[0]["attributes"]["success"],
+        true
+    );
+    let reference = sign(
+        Algorithm::HS256,
+        &s.secret,
+        &json!({"admin": null, "exp": now() + 3600}),
+    );
+    assert_eq!(
+        data(&s.request("DELETE", "/?nodes=n01", Some(&reference), &[]))[0]["attributes"]
+            ["success"],
+        true
+    );
+    assert_eq!(s.sim_state("n01").as_deref(), Some("off"));
+}
+
+/// A token limited to a node set sees only those nodes: in lists, in
+/// groups, and in what it may act on.
+#[test]
+fn node_limited_tokens_see_only_their_nodes() {
+    let s = server();
+    let t = s.token(&["--nodes", "n[02-03],lit"]);
+    let ids = |reply: &Reply| -> Vec<String> {
+        data(reply)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&s.get("/nodes", &t)), ["n02", "n03", "lit"]);
+    assert_eq!(
+        data(&s.get("/groups", &t)),
+        [
+            json!({"type": "groups", "id": "pair",
+                   "attributes": {"name": "pair", "nodes": ["n02"]}}),
+            json!({"type": "groups", "id": "rack",
+                   "attributes": {"name": "rack", "nodes": ["n02", "n03"]}}),
+        ]
+    );
+    assert_eq!(
+        ids(&s.request("PATCH", "/?groups=rack", Some(&t), &[])),
+        ["n02", "n03"]
+    );
+    assert_eq!(
+        s.sim_states(),
+        [
+            ("n02".to_string(), "on".to_string()),
+            ("n03".into(), "on".into())
+        ]
+    );
+    let detail = refused(&s.get("/?nodes=n[01-04]", &t), 403);
+    assert_eq!(detail, "the token does not cover nodes n[01,04]");
+    let detail = refused(&s.get("/?nodes=ghost", &t), 403);
+    assert_eq!(detail, "the token does not cover nodes ghost");
+}
+
+/// With `Accept: application/x-ndjson` results arrive one per line as each
+/// node finishes: the first line comes while the slow node still runs.
+#[test]
+fn ndjson_streams_results_as_they_finish() {
+    let s = server();
+    let t = s.token(&[]);
+    let response = s.send(
+        "PATCH",
+        "/?nodes=slow,n01",
+        Some(&t),
+        &[("Accept", "application/x-ndjson")],
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/x-ndjson"
+    );
+    let mut body = response.into_body().into_reader();
+    let first: Value =
+        serde_json::from_str(&crate::support::read_line(&mut body).unwrap()).unwrap();
+    assert_eq!(first["type"], "commands");
+    assert_eq!(first["id"], "n01");
+    assert_eq!(first["attributes"]["action"], "power_on");
+    assert_eq!(first["attributes"]["success"], true);
+    assert_eq!(
+        s.sim_state("slow"),
+        None,
+        "the first line came only after the slow node finished"
+    );
+    let mut rest = String::new();
+    body.read_to_string(&mut rest).unwrap();
+    let lines: Vec<Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{rest}");
+    assert_eq!(lines[0]["id"], "slow");
+    assert_eq!(lines[0]["attributes"]["success"], true);
+    assert_eq!(s.sim_state("slow").as_deref(), Some("on"));
+}
+
+/// Errors on the streaming route are still JSON:API documents.
+#[test]
+fn ndjson_refusals_are_json() {
+    let s = server();
+    let reply = s.request(
+        "GET",
+        "/?nodes=n01",
+        None,
+        &[("Accept", "application/x-ndjson")],
+    );
+    refused(&reply, 403);
+}
+
+/// One audit line per power request, refused ones included: time, subject,
+/// action, nodes compressed, counts; never a token or the secret.
+#[test]
+fn audit_log_has_one_line_per_request_and_no_secret() {
+    let s = server();
+    let t = s.token(&["--subject", "alice"]);
+    s.get("/?nodes=n[01-04],ghost", &t);
+    s.request("PATCH", "/?nodes=n01,broken", Some(&t), &[]);
+    s.request("PATCH", "/?nodes=n01", None, &[]);
+    s.get("/nodes", &t);
+    let lines: Vec<Value> = s
+        .audit_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let without_time = |v: &Value| {
+        let mut v = v.clone();
+        let time = v.as_object_mut().unwrap().remove("time").unwrap();
+        assert!(time.as_str().unwrap().ends_with('Z'), "{time}");
+        v
+    };
+    assert_eq!(
+        without_time(&lines[0]),
+        json!({"subject": "alice", "action": "status", "nodes": "ghost,n[01-04]",
+               "succeeded": 4, "failed": 1, "missing": 1})
+    );
+    assert_eq!(
+        without_time(&lines[1]),
+        json!({"subject": "alice", "action": "power_on", "nodes": "broken,n01",
+               "succeeded": 1, "failed": 1, "missing": 0})
+    );
+    assert_eq!(
+        without_time(&lines[2]),
+        json!({"subject": null, "action": "power_on", "nodes": "",
+               "succeeded": 0, "failed": 0, "missing": 0,
+               "refused": "no token: expected an Authorization: Bearer header",
+               "query": "nodes=n01"})
+    );
+    let text = s.audit_lines().join("\n");
+    assert!(!text.contains(&s.secret) && !text.contains(&t));
+    assert!(!s.log().contains(&s.secret) && !s.log().contains(&t));
+}
+
+/// Health needs no token; unknown routes and methods get JSON errors.
+#[test]
+fn healthz_and_unknown_routes() {
+    let s = server();
+    let reply = s.request("GET", "/healthz", None, &[]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json(), json!({"status": "ok"}));
+    refused(&s.request("GET", "/nope", None, &[]), 404);
+    refused(&s.request("POST", "/", None, &[]), 405);
+}
+
+/// SIGTERM during a long job: the server stops accepting, and once the
+/// grace period is over, kills the driver's whole process group (its
+/// grandchild too) and exits with nothing left behind.
+#[test]
+fn sigterm_during_a_long_job_leaves_no_driver_behind() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = Server::builder()
+        .file(
+            "hang.yaml",
+            "platforms:\n  hang:\n    driver: hang\n    timeout: 10m\nstatic_nodes:\n  h1:\n    platform: hang\n",
+        )
+        .env("FIXTURE_OUT", out.path())
+        .arg("--shutdown-grace")
+        .arg("1s")
+        .start();
+    let t = s.token(&[]);
+    let url = s.url.clone();
+    let request = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            agent
+                .patch(format!("{url}/?nodes=h1"))
+                .header("Authorization", format!("Bearer {t}"))
+                .send_empty()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+        })
+    };
+    let pid_of = |name: &str| {
+        let path = out.path().join(format!("h1.{name}"));
+        poll(name, Duration::from_secs(30), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        })
+    };
+    let (leader, grandchild) = (pid_of("leader"), pid_of("grandchild"));
+    let status = s.terminate();
+    assert!(status.success(), "the server exited with {status}");
+    for pid in [leader, grandchild] {
+        poll(
+            &format!("driver process {pid} to be gone"),
+            Duration::from_secs(5),
+            || gone(pid).then_some(()),
+        );
+    }
+    // The request in flight was answered with the killed run's result.
+    let body = request.join().unwrap().expect("an answer before exit");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["data"][0]["attributes"]["success"], false, "{body}");
+}
+
+/// Whether `pid` no longer exists (a zombie awaiting its reaper counts as gone).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// SIGTERM lets a run that fits in the grace period finish and answer.
+#[test]
+fn sigterm_lets_running_drivers_finish_within_the_grace() {
+    let mut s = Server::builder()
+        .file(
+            "sim.yaml",
+            "platforms:\n  sim:\n    driver: sim\n    variables: [sim_delay]\nstatic_nodes:\n  s1:\n    platform: sim\n    sim_delay: '1'\n",
+        )
+        .start();
+    let t = s.token(&[]);
+    let url = s.url.clone();
+    let request = std::thread::spawn(move || {
+        ureq::patch(format!("{url}/?nodes=s1"))
+            .header("Authorization", format!("Bearer {t}"))
+            .send_empty()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    });
+    // The run has started once the server logs the request... wait for the
+    // driver's own sleep to exist rather than guess a time.
+    poll("the sim driver to start", Duration::from_secs(30), || {
+        has_child(s.pid()).then_some(())
+    });
+    let status = s.terminate();
+    assert!(status.success());
+    let doc: Value = serde_json::from_str(&request.join().unwrap()).unwrap();
+    assert_eq!(doc["data"][0]["attributes"]["success"], true);
+    assert_eq!(s.sim_state("s1").as_deref(), Some("on"));
+}
+
+/// Whether process `pid` has a child.
+fn has_child(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .is_ok_and(|c| !c.trim().is_empty())
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// `power-server token` prints the token alone, refuses bad input, and the
+/// server finds its secret in a generated 0600 file when none is given.
+#[test]
+fn secret_file_is_generated_and_shared_with_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("conf/jwt-secret");
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .no_secret_env()
+        .arg("--secret-file")
+        .arg(&secret_file)
+        .start();
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let t = s.token(&["--role", "viewer", "--days", "1"]);
+    assert_eq!(data(&s.get("/?nodes=n01", &t)).len(), 1);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(!s.log().contains(secret.trim()));
+
+    let (status, stdout, stderr) = run(&mut s.token_command(&["--nodes", "n[1-"]));
+    assert!(!status.success());
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with("power-server: --nodes: unbalanced brackets"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = run(&mut s.token_command(&["--role", "admin"]));
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("expected viewer or operator"), "{stderr}");
+}
+
+/// The config file carries the reference's `jwt_shared_secret` and every
+/// setting; flags win over it.
+#[test]
+fn config_file_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let audit = dir.path().join("from-config.log");
+    std::fs::write(
+        &config,
+        format!(
+            "jwt_shared_secret: from-the-config\nnum_worker_commands: 4\nbind: 127.0.0.1:1\naudit_log: {}\n",
+            audit.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // The harness passes --bind 127.0.0.1:0 and --audit-log: flags win.
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .no_secret_env()
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let t = s.token(&[]);
+    let reference = sign(
+        Algorithm::HS256,
+        "from-the-config",
+        &json!({"exp": now() + 60}),
+    );
+    assert_eq!(data(&s.get("/?nodes=n01", &t)).len(), 1);
+    assert_eq!(data(&s.get("/?nodes=n01", &reference)).len(), 1);
+    assert_eq!(s.audit_lines().len(), 2);
+    assert!(!audit.exists());
+    assert!(!s.log().contains("from-the-config"));
+}
+
+/// Bad settings stop the server at start with a message naming them.
+#[test]
+fn bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(crate::support::server_bin());
+    cmd.args(["serve", "--bind", "nowhere", "--topology-dir"])
+        .arg(dir.path())
+        .env("POWER_SERVER_JWT_SECRET", "x");
+    let (status, stdout, stderr) = run(&mut cmd);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "power-server: bind: \"nowhere\" is not usable: expected ADDR:PORT, e.g. 127.0.0.1:6302 or [::1]:6302\n"
+    );
+}
