@@ -9,7 +9,7 @@
 //! The binary belongs to the `power-client` package: `cargo test
 //! --workspace` builds it, or `cargo build -p power-client` first.
 
-use crate::support::{power_bin, Server};
+use crate::support::{checkout, power_bin, Server};
 use serde_json::json;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -118,7 +118,12 @@ impl Power {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(power_bin());
+        self.command_of(&power_bin())
+    }
+
+    /// `program` with this command's isolated environment and arguments.
+    fn command_of(&self, program: &std::path::Path) -> Command {
+        let mut cmd = Command::new(program);
         for (key, _) in std::env::vars_os() {
             if key.to_str().is_some_and(|k| k.starts_with("POWER_")) {
                 cmd.env_remove(key);
@@ -640,4 +645,75 @@ fn a_closed_pipe_is_not_an_error() {
         ),
         (Some(0), "")
     );
+}
+
+/// The Slurm wrappers hand Slurm's hostlist to `power`, log one line per
+/// outcome, and exit with `power`'s code.
+#[test]
+fn slurm_resume_and_suspend_programs() {
+    let server = server();
+    let token = server.token(&["--role", "operator", "--subject", "slurm"]);
+    let slurm = |script: &str, hostlist: &str, extra: &[(&str, &str)]| {
+        let mut power = Power::at(&server, &token)
+            .env("POWER", power_bin().to_str().unwrap())
+            .env("POWER_SLURM_DEFAULTS", "/nonexistent")
+            .args(&[hostlist]);
+        for (k, v) in extra {
+            power = power.env(k, v);
+        }
+        let log = power.home.path().join("slurm.log");
+        power = power.env("POWER_SLURM_LOG", log.to_str().unwrap());
+        let out = power
+            .command_of(&checkout().join("contrib/slurm").join(script))
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                &*String::from_utf8_lossy(&out.stdout),
+                &*String::from_utf8_lossy(&out.stderr)
+            ),
+            ("", ""),
+            "{script} {hostlist}"
+        );
+        // Strip each line's timestamp: `2026-01-01T00:00:00 TAG: TEXT`.
+        let lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| l.split_once(' ').expect("a timestamp").1.to_string())
+            .collect();
+        (out.status.code().unwrap(), lines)
+    };
+    assert_eq!(
+        slurm("power-slurm-resume", "node[01-02]", &[]),
+        (
+            0,
+            vec![
+                "power-slurm-resume: power on node[01-02]".to_string(),
+                "power-slurm-resume: starting: node[01-02]".to_string(),
+            ]
+        )
+    );
+    assert_eq!(server.sim_state("node02").as_deref(), Some("on"));
+    server.set_sim_state("stuck01", "on");
+    assert_eq!(
+        slurm(
+            "power-slurm-suspend",
+            "node[01-02],stuck01",
+            &[("POWER_SLURM_SUSPEND_WAIT", "1s")]
+        ),
+        (
+            1,
+            vec![
+                "power-slurm-suspend: power off node[01-02],stuck01".to_string(),
+                "power-slurm-suspend: power: 1 node did not reach off within 1s: stuck01"
+                    .to_string(),
+                "power-slurm-suspend: off: node[01-02]".to_string(),
+                "power-slurm-suspend: still on: stuck01".to_string(),
+            ]
+        )
+    );
+    assert_eq!(server.sim_state("node02").as_deref(), Some("off"));
+    let (code, lines) = slurm("power-slurm-resume", "broken01", &[]);
+    assert_eq!(code, 1);
+    assert_eq!(lines[1], "power-slurm-resume: failed to start: broken01");
 }
