@@ -43,19 +43,27 @@ pub fn token(settings: &Settings, secret: &Secret) -> String {
     })
 }
 
-/// What to print once the demo server listens at `url`.
+/// What to print once the demo server listens at `url`. `client` is the
+/// `power` binary next to the server's: `Ok` if it exists, `Err` if not yet.
 pub fn instructions(
     url: &str,
     token: &str,
     topology: &Topology,
     sim_dir: &Path,
-    client: Option<&Path>,
+    client: Result<&Path, &Path>,
 ) -> String {
     let nodes = hostlist::compress(topology.nodes().iter().map(|n| &n.name));
     let groups: Vec<&str> = topology.groups.keys().map(String::as_str).collect();
     let client = match client {
-        Some(path) => format!("  alias power={}\n", path.display()),
-        None => "  # build the client first: cargo build -p power-client\n".to_string(),
+        Ok(path) => format!("  alias power={}\n", path.display()),
+        Err(path) => {
+            let release = path.parent().and_then(Path::file_name) == Some("release".as_ref());
+            format!(
+                "  # build the client first: cargo build{} -p power-client\n  alias power={}\n",
+                if release { " --release" } else { "" },
+                path.display()
+            )
+        }
     };
     format!(
         "\
@@ -69,8 +77,8 @@ In another terminal:
 
   power list
   power list --groups --verbose
-  power status demo[01-04]
-  power on demo[01-04]
+  power status 'demo[01-04]'
+  power on 'demo[01-04]'
   power status --groups rack1
   power off --groups even
   power on demo-broken      # fails: its driver simulates a fault

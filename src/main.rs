@@ -276,10 +276,10 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     let token = demo::token(&settings, &secret);
     let mut environment: Vec<_> = std::env::vars_os().collect();
     environment.push(("POWER_SIM_DIR".into(), sim_dir.path().into()));
-    let client = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("power")))
-        .filter(|p| p.is_file());
+    let client = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("power"))
+        .unwrap_or_else(|| PathBuf::from("power"));
     runtime().block_on(api::serve(
         &settings,
         &secret,
@@ -289,7 +289,17 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
             let url = format!("http://{addr}");
             print!(
                 "{}",
-                demo::instructions(&url, &token, topology, sim_dir.path(), client.as_deref())
+                demo::instructions(
+                    &url,
+                    &token,
+                    topology,
+                    sim_dir.path(),
+                    if client.is_file() {
+                        Ok(&client)
+                    } else {
+                        Err(&client)
+                    },
+                )
             );
             let _ = std::io::stdout().flush();
         },

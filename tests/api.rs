@@ -802,3 +802,67 @@ fn bad_settings_are_named() {
         "power-server: bind: \"nowhere\" is not usable: expected ADDR:PORT, e.g. 127.0.0.1:6302 or [::1]:6302\n"
     );
 }
+
+/// The quick start: `power-server demo` serves the shipped topology on
+/// loopback and prints a token that works and the commands to try; Ctrl-C
+/// stops it cleanly.
+#[test]
+fn demo_prints_a_working_token() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(crate::support::server_bin())
+        .args(["demo", "--bind", "127.0.0.1:0"])
+        .env_remove("POWER_SERVER_JWT_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("curl -g -X PATCH"))
+    {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => lines.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("demo stopped printing ({e}): {lines:?}");
+            }
+        }
+    }
+    let url = lines[0].strip_prefix("listening on ").unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"));
+    let token = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export POWER_TOKEN="))
+        .expect("a token line")
+        .to_string();
+    assert!(lines.iter().any(|l| l.trim() == "power list"));
+    let mut reply = ureq::get(format!("{url}/?groups=rack1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let doc: Value = serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(doc["data"].as_array().unwrap().len(), 8);
+    assert_eq!(doc["data"][0]["attributes"]["success"], true);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = poll("the demo to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status}");
+}

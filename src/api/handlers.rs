@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::select::{select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
+use crate::load::Loaded;
 use power_proto::wire::{
     Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource,
 };
@@ -109,7 +110,7 @@ pub struct PowerRequest {
 /// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes.
 pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     let action = request.action;
-    let (grant, nodes) = match admit(&app, &request) {
+    let (grant, loaded, nodes) = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
             if let Some(audit) = &app.audit {
@@ -125,7 +126,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             return error.into_response();
         }
     };
-    let results = start(&app, grant.subject, action, nodes.clone());
+    let results = start(&app, loaded, grant.subject, action, nodes.clone());
     let streaming = request
         .accept
         .as_deref()
@@ -143,12 +144,13 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     .into_response()
 }
 
-/// Check the token, the role and the selection; on refusal, say who asked
-/// (if known) and why.
+/// Check the token, the role and the selection, against one load of the
+/// topology that the run then uses too; on refusal, say who asked (if
+/// known) and why.
 fn admit(
     app: &App,
     request: &PowerRequest,
-) -> Result<(Grant, Vec<String>), (Option<String>, ApiError)> {
+) -> Result<(Grant, Arc<Loaded>, Vec<String>), (Option<String>, ApiError)> {
     let grant = authorize(app, request.authorization.as_deref()).map_err(|e| (None, e))?;
     let subject = grant.subject.clone();
     if request.action != Action::Status && !grant.may_act {
@@ -169,7 +171,7 @@ fn admit(
         };
         (subject.clone(), error)
     })?;
-    Ok((grant, nodes))
+    Ok((grant, loaded, nodes))
 }
 
 fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
@@ -184,12 +186,13 @@ fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
 /// complete even if the client goes away.
 fn start(
     app: &Arc<App>,
+    loaded: Arc<Loaded>,
     subject: Option<String>,
     action: Action,
     nodes: Vec<String>,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
     let mut record = Record::ran(subject, action, &nodes);
-    let mut from_engine = app.engine.run(app.state.current(), action, nodes);
+    let mut from_engine = app.engine.run(loaded, action, nodes);
     let (tx, rx) = mpsc::unbounded_channel();
     let app = app.clone();
     tokio::spawn(async move {
