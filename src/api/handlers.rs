@@ -110,7 +110,11 @@ pub struct PowerRequest {
 /// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes.
 pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     let action = request.action;
-    let (grant, loaded, nodes) = match admit(&app, &request) {
+    let Admitted {
+        grant,
+        loaded,
+        nodes,
+    } = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
             if let Some(audit) = &app.audit {
@@ -144,13 +148,21 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     .into_response()
 }
 
+/// A request let through: what its token allows, the load it was checked
+/// against, and the nodes it selects.
+struct Admitted {
+    grant: Grant,
+    loaded: Arc<Loaded>,
+    nodes: Vec<String>,
+}
+
+/// A request refused: its token's subject, if known, and why.
+type Refusal = (Option<String>, ApiError);
+
 /// Check the token, the role and the selection, against one load of the
 /// topology that the run then uses too; on refusal, say who asked (if
 /// known) and why.
-fn admit(
-    app: &App,
-    request: &PowerRequest,
-) -> Result<(Grant, Arc<Loaded>, Vec<String>), (Option<String>, ApiError)> {
+fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let grant = authorize(app, request.authorization.as_deref()).map_err(|e| (None, e))?;
     let subject = grant.subject.clone();
     if request.action != Action::Status && !grant.may_act {
@@ -171,7 +183,11 @@ fn admit(
         };
         (subject.clone(), error)
     })?;
-    Ok((grant, loaded, nodes))
+    Ok(Admitted {
+        grant,
+        loaded,
+        nodes,
+    })
 }
 
 fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
