@@ -44,6 +44,9 @@ impl Api {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
+            // Keep the token across a redirect on the same host (http to
+            // https, a path moved), never to another host.
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .user_agent(concat!("power/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();

@@ -45,7 +45,7 @@ where
     match result {
         Ok(exit) => exit.into(),
         Err(failure) => {
-            eprintln!("power: {}", redact(&failure.to_string(), token.as_deref()));
+            output::warn(&redact(&failure.to_string(), token.as_deref()));
             failure.exit().into()
         }
     }

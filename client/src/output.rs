@@ -123,6 +123,12 @@ pub fn write_stdout(text: &str) -> Result<(), Failure> {
     }
 }
 
+/// Writes `power: MESSAGE` on stderr. A closed stderr is ignored: there is
+/// nowhere left to say anything.
+pub fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "power: {message}");
+}
+
 /// Sorts names as people count: `n2` before `n10`.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     fn chunks(s: &str) -> Vec<(bool, &str)> {

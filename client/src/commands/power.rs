@@ -324,12 +324,12 @@ fn run(
             .collect();
         if !late.is_empty() {
             let nodes = if late.len() == 1 { "node" } else { "nodes" };
-            eprintln!(
-                "power: {} {nodes} did not reach {goal} within {}: {}",
+            output::warn(&format!(
+                "{} {nodes} did not reach {goal} within {}: {}",
                 late.len(),
                 humantime::format_duration(limit),
                 hostlist::compress(&late)
-            );
+            ));
         }
     }
     output::write_stdout(&render(
