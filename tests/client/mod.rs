@@ -717,3 +717,41 @@ fn slurm_resume_and_suspend_programs() {
     assert_eq!(code, 1);
     assert_eq!(lines[1], "power-slurm-resume: failed to start: broken01");
 }
+
+/// On a terminal the words are coloured, unless NO_COLOR is set; piped
+/// output (every other test) has no escape codes and no progress bar. The
+/// terminal is util-linux `script`'s pseudo-terminal.
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    let script = PathBuf::from("/usr/bin/script");
+    if !script.exists() {
+        eprintln!("skipped: no /usr/bin/script to run power on a pseudo-terminal");
+        return;
+    }
+    let server = server();
+    let token = server.token(&["--role", "viewer"]);
+    let on_a_terminal = |no_color: Option<&str>| {
+        let mut power = Power::at(&server, &token);
+        if let Some(value) = no_color {
+            power = power.env("NO_COLOR", value);
+        }
+        let command = format!("{} status node05 node01", power_bin().display());
+        let out = power
+            .command_of(&script)
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let coloured = on_a_terminal(None);
+    assert!(
+        coloured.contains("node05  \x1b[32mOn\x1b[0m"),
+        "{coloured:?}"
+    );
+    // An empty NO_COLOR does not count (no-color.org).
+    assert!(on_a_terminal(Some("")).contains("\x1b[32mOn"));
+    let plain = on_a_terminal(Some("1"));
+    assert!(plain.contains("node05  On\r\nnode01  Off\r\n"), "{plain:?}");
+    assert!(!plain.contains("\x1b[3"), "{plain:?}");
+}
