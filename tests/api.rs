@@ -866,3 +866,22 @@ fn demo_prints_a_working_token() {
     });
     assert!(status.success(), "{status}");
 }
+
+/// A driver that echoes a credential in its error does not leak it: the
+/// result's `error` has it masked, and so has the server's log.
+#[test]
+fn credentials_echoed_by_a_driver_are_masked() {
+    let s = Server::start(&[(
+        "leaky.yaml",
+        "platforms:\n  leaky:\n    variables: [bmc_password]\n    power_on: exit 0\n    power_off: exit 0\n    restart: exit 0\n    status: |-\n      echo \"login failed with password $bmc_password\" >&2\n      exit 1\nstatic_nodes:\n  l1:\n    platform: leaky\n    bmc_password: hunter2\n",
+    )]);
+    let t = s.token(&[]);
+    let reply = s.get("/?nodes=l1", &t);
+    let results = data(&reply);
+    assert_eq!(
+        results[0]["attributes"]["error"],
+        "login failed with password ***"
+    );
+    assert!(!reply.body.contains("hunter2"));
+    assert!(!s.log().contains("hunter2"));
+}
