@@ -885,3 +885,85 @@ fn credentials_echoed_by_a_driver_are_masked() {
     assert!(!reply.body.contains("hunter2"));
     assert!(!s.log().contains("hunter2"));
 }
+
+/// After SIGTERM the server stops accepting at once, even while a driver
+/// still runs; a second signal ends the grace period early, and the driver
+/// is killed and answered before the server exits.
+#[test]
+fn sigterm_stops_accepting_and_a_second_signal_hurries() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = Server::builder()
+        .file(
+            "hang.yaml",
+            "platforms:\n  hang:\n    driver: hang\n    timeout: 10m\nstatic_nodes:\n  h1:\n    platform: hang\n",
+        )
+        .env("FIXTURE_OUT", out.path())
+        .arg("--shutdown-grace")
+        .arg("10m")
+        .start();
+    let t = s.token(&[]);
+    let url = s.url.clone();
+    let request = std::thread::spawn(move || {
+        ureq::patch(format!("{url}/?nodes=h1"))
+            .header("Authorization", format!("Bearer {t}"))
+            .send_empty()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+    });
+    let leader_file = out.path().join("h1.leader");
+    let leader: i32 = poll("the driver to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&leader_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    });
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    poll("the listener to close", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&addr).is_err().then_some(())
+    });
+    assert!(
+        !gone(leader),
+        "the driver was killed before the grace period"
+    );
+    // The grace period is ten minutes: only the second signal can end it
+    // within the harness's deadline.
+    let status = s.terminate();
+    assert!(status.success(), "{status}");
+    poll("the driver to be gone", Duration::from_secs(5), || {
+        gone(leader).then_some(())
+    });
+    let body = request.join().unwrap().expect("an answer before exit");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["data"][0]["attributes"]["success"], false, "{body}");
+}
+
+/// SIGHUP reloads the topology the API serves; a broken change is refused
+/// and the running topology stays.
+#[test]
+fn sighup_reloads_what_the_api_serves() {
+    let s = server();
+    let t = s.token(&[]);
+    let count = || data(&s.get("/nodes", &t)).len();
+    assert_eq!(count(), 7);
+    std::fs::write(
+        s.dir.path().join("topology.d/more.yaml"),
+        "static_nodes:\n  extra[1-3]:\n    platform: sim\n",
+    )
+    .unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    poll("the reload", Duration::from_secs(30), || {
+        (count() == 10).then_some(())
+    });
+    std::fs::write(
+        s.dir.path().join("topology.d/more.yaml"),
+        "static_nodes:\n  extra[1-3]:\n    platform: nosuch\n",
+    )
+    .unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    poll(
+        "the refused reload to be logged",
+        Duration::from_secs(30),
+        || s.log().contains("reload refused").then_some(()),
+    );
+    assert_eq!(count(), 10);
+}

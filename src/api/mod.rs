@@ -220,23 +220,26 @@ pub async fn serve(
             humantime::format_duration(grace)
         );
         let _ = stop.send(());
+        // Poll the server alongside: it closes the listener at once, then
+        // waits for the connections in flight, which end as their drivers do.
         let drain = async {
-            engine.shutdown(grace).await;
-            // Results are in: let their responses go out, within a bound.
-            let _ = tokio::time::timeout(DRAIN_MARGIN, &mut server).await;
+            let _ = tokio::join!(
+                engine.shutdown(grace),
+                tokio::time::timeout(grace + DRAIN_MARGIN, &mut server)
+            );
         };
-        tokio::select! {
-            () = drain => {}
-            _ = terminate.recv() => hurry(&engine).await,
-            _ = interrupt.recv() => hurry(&engine).await,
+        let hurried = tokio::select! {
+            () = drain => false,
+            _ = terminate.recv() => true,
+            _ = interrupt.recv() => true,
+        };
+        if hurried {
+            tracing::warn!("second signal: killing running drivers now");
+            engine.shutdown(Duration::ZERO).await;
+            let _ = tokio::time::timeout(DRAIN_MARGIN, &mut server).await;
         }
     }
     reloader.abort();
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn hurry(engine: &Engine) {
-    tracing::warn!("second signal: killing running drivers now");
-    engine.shutdown(Duration::ZERO).await;
 }
