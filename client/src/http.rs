@@ -47,6 +47,11 @@ impl Api {
             // Keep the token across a redirect on the same host (http to
             // https, a path moved), never to another host.
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            // A fresh connection per request: a pooled one the server has
+            // just closed fails the next request with an early EOF, and a
+            // command makes too few requests for reuse to matter.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .user_agent(concat!("power/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
