@@ -243,7 +243,17 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
         power_server::hostlist::expand(nodes, settings.hostlist_limit)
             .map_err(|e| format!("--nodes: {e}"))?;
     }
+    let fresh = match &settings.secret {
+        config::SecretSource::File(path) if !path.exists() => Some(path.clone()),
+        _ => None,
+    };
     let secret = secret::obtain(&settings.secret)?;
+    if let Some(path) = fresh {
+        eprintln!(
+            "power-server: generated a new secret in {}: only a server using this secret accepts the token",
+            path.display()
+        );
+    }
     let now = auth::now();
     let token = Keys::new(&secret, settings.hostlist_limit).mint(&Claims {
         exp: now + args.days * 86_400,
