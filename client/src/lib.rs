@@ -64,9 +64,19 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut cli::command(), "power", &mut generated);
         }
-        Command::Man => clap_mangen::Man::new(cli::command())
+        Command::Man { dir: None } => clap_mangen::Man::new(cli::command())
             .render(&mut generated)
             .map_err(|e| Failure::Output(describe_io(&e)))?,
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(cli::command(), &dir).map_err(|e| {
+                Failure::Usage(format!(
+                    "cannot write man pages into {}: {}",
+                    dir.display(),
+                    describe_io(&e)
+                ))
+            })?;
+            return Ok(Exit::Success);
+        }
         _ => {}
     }
     if !generated.is_empty() {
@@ -100,7 +110,7 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
         Command::On(args) => commands::power::action(&api, Action::PowerOn, &args, &options),
         Command::Off(args) => commands::power::action(&api, Action::PowerOff, &args, &options),
         Command::Restart(args) => commands::power::action(&api, Action::Restart, &args, &options),
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 

@@ -621,6 +621,31 @@ fn completions_and_man_page() {
     assert_eq!((man.code, &*man.stderr), (0, ""));
     assert!(man.stdout.contains(".TH power 1"), "{}", man.stdout);
     assert!(man.stdout.contains("Exit codes:"), "{}", man.stdout);
+    let power = Power::new();
+    let dir = power.home.path().join("man1");
+    std::fs::create_dir(&dir).unwrap();
+    let power = power.args(&["man", "--dir", dir.to_str().unwrap()]);
+    power.expect(0, "", "");
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "power-completions.1",
+            "power-list.1",
+            "power-man.1",
+            "power-off.1",
+            "power-on.1",
+            "power-restart.1",
+            "power-status.1",
+            "power.1"
+        ]
+    );
+    let on = std::fs::read_to_string(dir.join("power-on.1")).unwrap();
+    assert!(on.contains("wait\\-timeout"), "{on}");
 }
 
 /// A reader that goes away early (`power list | head -1`) is not an error.
