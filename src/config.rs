@@ -74,15 +74,25 @@ pub struct Options {
 pub enum ConfigError {
     /// The config file could not be read.
     Read {
+        /// The file.
         path: PathBuf,
+        /// What failed.
         error: std::io::Error,
     },
     /// The config file is not valid YAML for [`Options`].
-    Parse { path: PathBuf, error: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        error: String,
+    },
     /// A setting's value is unusable.
     Invalid {
+        /// The setting (key or environment variable).
         setting: String,
+        /// The value given.
         value: String,
+        /// What would have been usable.
         expected: &'static str,
     },
 }

@@ -38,11 +38,19 @@ pub enum SecretError {
     /// The file exists but is empty.
     EmptyFile(PathBuf),
     /// The file may be read by group or others.
-    Exposed { path: PathBuf, mode: u32 },
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Reading, creating or writing the file failed.
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being done (`cannot read`, `cannot create`, ...).
         doing: &'static str,
+        /// What failed.
         error: std::io::Error,
     },
 }
