@@ -28,7 +28,7 @@ static_nodes:
     sim_initial: 'on'
   slow:
     platform: sim
-    sim_delay: '3'
+    sim_delay: '5'
   broken:
     platform: sim
     sim_fail: all

@@ -445,19 +445,33 @@ fn wait_or_kill(child: &mut Child) -> ExitStatus {
 }
 
 impl Drop for Server {
+    /// SIGTERM; if the server is still in its grace period after a few
+    /// seconds, a second SIGTERM (which kills its drivers at once); KILL
+    /// only as a last resort, since that would leave drivers behind.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let exited = |child: &mut Child, within: Duration| {
             let start = Instant::now();
-            while start.elapsed() < STOP_DEADLINE {
+            while start.elapsed() < within {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    return true;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            false
+        };
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        if exited(&mut child, Duration::from_secs(5)) {
+            return;
         }
+        signal(&child, nix::sys::signal::Signal::SIGTERM);
+        if exited(&mut child, STOP_DEADLINE) {
+            return;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
