@@ -59,29 +59,10 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
         output::write_stdout(&cli::command().render_help().to_string())?;
         return Ok(Exit::Success);
     };
-    let mut generated = Vec::new();
-    match command {
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut cli::command(), "power", &mut generated);
-        }
-        Command::Man { dir: None } => clap_mangen::Man::new(cli::command())
-            .render(&mut generated)
-            .map_err(|e| Failure::Output(describe_io(&e)))?,
-        Command::Man { dir: Some(dir) } => {
-            clap_mangen::generate_to(cli::command(), &dir).map_err(|e| {
-                Failure::Usage(format!(
-                    "cannot write man pages into {}: {}",
-                    dir.display(),
-                    describe_io(&e)
-                ))
-            })?;
-            return Ok(Exit::Success);
-        }
+    match &command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::Man { dir } => return man(dir.as_deref()),
         _ => {}
-    }
-    if !generated.is_empty() {
-        output::write_stdout(&String::from_utf8_lossy(&generated))?;
-        return Ok(Exit::Success);
     }
 
     let global = cli.global;
@@ -112,6 +93,35 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
         Command::Restart(args) => commands::power::action(&api, Action::Restart, &args, &options),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
+}
+
+/// `power completions SHELL`: from the same definition as the parser.
+fn completions(shell: clap_complete::Shell) -> Result<Exit, Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cli::command(), "power", &mut script);
+    output::write_stdout(&String::from_utf8_lossy(&script))?;
+    Ok(Exit::Success)
+}
+
+/// `power man [--dir DIR]`: the page on stdout, or a page per subcommand.
+fn man(dir: Option<&std::path::Path>) -> Result<Exit, Failure> {
+    match dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cli::command())
+                .render(&mut page)
+                .map_err(|e| Failure::Output(describe_io(&e)))?;
+            output::write_stdout(&String::from_utf8_lossy(&page))?;
+        }
+        Some(dir) => clap_mangen::generate_to(cli::command(), dir).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot write man pages into {}: {}",
+                dir.display(),
+                describe_io(&e)
+            ))
+        })?,
+    }
+    Ok(Exit::Success)
 }
 
 /// Replaces the token wherever it appears, so it is never printed.

@@ -2,7 +2,8 @@
 //! optionally wait for the state, and report one outcome per node.
 //!
 //! The mapping from a server result to the reference client's words
-//! ([`outcome`]) and the reports are pure; [`run`] does the requests.
+//! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
+//! requests.
 
 use crate::cli::{ActionArgs, Targets};
 use crate::exit::{Exit, Failure};
@@ -268,7 +269,7 @@ fn sort(results: &mut [CommandAttributes], asked: Option<&[String]>) {
     });
 }
 
-/// Options for [`run`] that come from the command line.
+/// Options for [`status`] and [`action`] that come from the command line.
 pub struct Options {
     /// The output format.
     pub format: Format,
