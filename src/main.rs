@@ -44,8 +44,9 @@ enum Command {
 #[derive(Debug, Args)]
 struct SecretArgs {
     /// YAML config file; its keys are the long flags' names with `_` for
-    /// `-` [env: POWER_SERVER_CONFIG] [default: /etc/power-server/config.yaml
-    /// if it exists]
+    /// `-` (and the lists `topology_dirs`, `drivers_dirs`), plus
+    /// `jwt_shared_secret` [env: POWER_SERVER_CONFIG] [default:
+    /// /etc/power-server/config.yaml if it exists]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// File holding the JWT secret, generated (mode 0600) if absent; used
