@@ -264,11 +264,12 @@ fn parse_line(line: &str) -> Result<CommandAttributes, serde_json::Error> {
 }
 
 /// The person-readable reason in an error answer: the first error's detail
-/// (or title) of a JSON:API error document, else the first line of the body.
+/// in a JSON:API error document, else the first line of the body.
 fn error_detail(body: &str) -> Option<String> {
     if let Ok(document) = serde_json::from_str::<ErrorDocument>(body) {
-        let error = document.errors.into_iter().next()?;
-        return Some(error.detail.unwrap_or(error.title));
+        // The title only repeats the status (`Forbidden`): say nothing rather
+        // than that, so the caller's own explanation is used.
+        return document.errors.into_iter().next()?.detail;
     }
     let line = body.lines().map(str::trim).find(|l| !l.is_empty())?;
     Some(line.chars().take(200).collect())
@@ -330,7 +331,7 @@ mod tests {
         let doc = r#"{"errors":[{"status":"403","title":"Forbidden","detail":"token expired"}]}"#;
         assert_eq!(error_detail(doc).as_deref(), Some("token expired"));
         let doc = r#"{"errors":[{"status":"403","title":"Forbidden"}]}"#;
-        assert_eq!(error_detail(doc).as_deref(), Some("Forbidden"));
+        assert_eq!(error_detail(doc), None);
         assert_eq!(error_detail("\n oops \nmore").as_deref(), Some("oops"));
         assert_eq!(error_detail(""), None);
     }
