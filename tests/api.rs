@@ -967,3 +967,29 @@ fn sighup_reloads_what_the_api_serves() {
     );
     assert_eq!(count(), 10);
 }
+
+/// The reference client's requests, byte for byte: brackets escaped as
+/// `%5B`/`%5D`, commas raw, one of `nodes` or `groups`.
+#[test]
+fn the_reference_clients_requests_work() {
+    let s = server();
+    let t = sign(
+        Algorithm::HS256,
+        &s.secret,
+        &json!({"admin": null, "exp": now() + 3600}),
+    );
+    let ids = |reply: &Reply| -> Vec<String> {
+        data(reply)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&s.get("/?nodes=n%5B01-02%5D,lit", &t)),
+        ["n01", "n02", "lit"]
+    );
+    assert_eq!(
+        ids(&s.request("PATCH", "/?groups=pair", Some(&t), &[])),
+        ["n01", "n02"]
+    );
+}
