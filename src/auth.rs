@@ -79,7 +79,7 @@ pub struct Grant {
 impl Grant {
     /// Whether the token covers `node`.
     pub fn covers(&self, node: &str) -> bool {
-        self.nodes.as_ref().map_or(true, |set| set.contains(node))
+        self.nodes.as_ref().is_none_or(|set| set.contains(node))
     }
 }
 

@@ -20,11 +20,10 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<Diagnostic> {
         let DriverSpec::Inline(commands) = &platform.driver else {
             continue;
         };
-        let mut programs: Vec<String> = commands
+        let programs: Vec<String> = commands
             .values()
             .flat_map(|c| generate::called_programs(c))
             .collect();
-        programs.dedup();
         let mut seen = std::collections::BTreeSet::new();
         for program in programs {
             if seen.insert(program.clone()) && which::which(&program).is_err() {

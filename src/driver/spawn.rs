@@ -133,10 +133,10 @@ async fn kill_group(pgid: Pid, child: &mut Child) {
 }
 
 async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
+    // On time-out the reader task is left to end when the pipe finally closes.
     match tokio::time::timeout(DRAIN_GRACE, reader).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => Vec::new(),
-        Err(_) => Vec::new(), // the reader task ends when the pipe finally closes
+        _ => Vec::new(),
     }
 }
 
@@ -152,7 +152,7 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                let chunk = &buf[..n.min(buf.len())];
+                let chunk = &buf[..n];
                 let chunk = &chunk[chunk.len().saturating_sub(OUTPUT_LIMIT)..];
                 let overflow = (tail.len() + chunk.len()).saturating_sub(OUTPUT_LIMIT);
                 tail.drain(..overflow.min(tail.len()));

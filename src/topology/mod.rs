@@ -180,7 +180,7 @@ mod tests {
         write(&d, "a.yaml", "bogus: 1\n");
         write(&d, "b.yaml", "platforms:\n  p: {}\n");
         std::os::unix::fs::symlink("/nonexistent", d.join("c.yaml")).unwrap();
-        let errors = load(&[d.clone()]).unwrap_err().0;
+        let errors = load(std::slice::from_ref(&d)).unwrap_err().0;
         assert_eq!(
             errors.len(),
             1,
@@ -190,7 +190,7 @@ mod tests {
             .to_string()
             .starts_with(&format!("{}:", d.join("c.yaml").display())));
         fs::remove_file(d.join("c.yaml")).unwrap();
-        let errors: Vec<String> = load(&[d.clone()])
+        let errors: Vec<String> = load(std::slice::from_ref(&d))
             .unwrap_err()
             .0
             .iter()
