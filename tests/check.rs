@@ -8,12 +8,15 @@ fn checkout() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn check(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_power-server"))
-        .arg("check")
-        .args(args)
-        .output()
-        .unwrap()
+/// `power-server check` on one topology directory and the given drivers
+/// directories.
+fn check(topology: &Path, drivers: &[&Path]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_power-server"));
+    command.arg("check").arg("--topology-dir").arg(topology);
+    for dir in drivers {
+        command.arg("--drivers-dir").arg(dir);
+    }
+    command.output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -32,21 +35,15 @@ fn shipped_copy() -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
-fn dir_arg(flag: &str, dir: &Path) -> [String; 2] {
-    [flag.to_string(), dir.display().to_string()]
-}
-
 /// The shipped content is usable as it is, and the report names each
 /// platform's driver kind and file. (The directories are named: with a
 /// `CARGO_TARGET_DIR` outside the checkout the defaults cannot find it.)
 #[test]
 fn the_shipped_topology_passes() {
-    let args = [
-        dir_arg("--topology-dir", &checkout().join("topology.d")),
-        dir_arg("--drivers-dir", &checkout().join("drivers")),
-    ]
-    .concat();
-    let out = check(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = check(
+        &checkout().join("topology.d"),
+        &[&checkout().join("drivers")],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     let demo = checkout().join("topology.d/90-demo.yaml");
@@ -93,16 +90,7 @@ fn a_broken_copy_fails_naming_file_and_line() {
     )
     .unwrap();
     let drivers = checkout().join("drivers");
-    let out = check(
-        &[
-            dir_arg("--topology-dir", &dir),
-            dir_arg("--drivers-dir", &drivers),
-        ]
-        .concat()
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    );
+    let out = check(&dir, &[&drivers]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
     let stderr = text(&out.stderr);
@@ -123,16 +111,7 @@ fn a_broken_copy_fails_naming_file_and_line() {
         "{stderr}"
     );
     std::fs::remove_file(dir.join("50-typo.yaml")).unwrap();
-    let out = check(
-        &[
-            dir_arg("--topology-dir", &dir),
-            dir_arg("--drivers-dir", &drivers),
-        ]
-        .concat()
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    );
+    let out = check(&dir, &[&drivers]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -160,16 +139,7 @@ fn broken_drivers_are_caught_at_load() {
     )
     .unwrap();
     let file = topology.join("p.yaml").display().to_string();
-    let out = check(
-        &[
-            dir_arg("--topology-dir", &topology),
-            dir_arg("--drivers-dir", &drivers),
-        ]
-        .concat()
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    );
+    let out = check(&topology, &[&drivers]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("topology has 3 errors"), "{stderr}");
@@ -199,13 +169,7 @@ fn missing_tools_are_warnings() {
         "platforms:\n  p:\n    status: no-such-tool-xyz status\n    power_on: true\n",
     )
     .unwrap();
-    let out = check(
-        &[dir_arg("--topology-dir", tmp.path())]
-            .concat()
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let out = check(tmp.path(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     assert!(
