@@ -5,4 +5,5 @@ mod api;
 mod check;
 mod client;
 mod core;
+mod platforms;
 mod support;

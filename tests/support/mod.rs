@@ -15,6 +15,11 @@
 
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+pub mod ipmi_sim;
+pub mod libvirtd;
+pub mod moto;
+pub mod sushy;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -473,6 +478,26 @@ impl Drop for Server {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// Run the real `power` client against `server` with `token`, isolated from
+/// the user's own settings; returns (status, stdout, stderr).
+pub fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let home = tempfile::tempdir().expect("temp home");
+    let mut cmd = Command::new(power_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("POWER_")) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args)
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("POWER_URL", &server.url)
+        .env("POWER_TOKEN", token)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    run(&mut cmd)
 }
 
 /// Run a command to completion with its output captured; returns (status,
