@@ -1,1 +1,429 @@
-//! (being written)
+//! A real Redfish endpoint for tests: sushy-tools' `sushy-emulator` with its
+//! fake systems driver, on `127.0.0.1` at a free port, with HTTP basic auth.
+//!
+//! Each [`Sushy`] has its own temp dir holding the config, the htpasswd file
+//! (a bcrypt entry made with Python's `bcrypt`, which sushy-tools depends
+//! on, or `htpasswd -B`), the emulator's state (`SUSHY_EMULATOR_STATE_DIR`,
+//! sqlite) and its log. The emulator runs in its own process group, which
+//! `Drop` kills.
+//!
+//! ```ignore
+//! let sushy = Sushy::start(&["node1", "node2"]);   // both Off
+//! sushy.url;                                       // "http://127.0.0.1:PORT"
+//! sushy.host;                                      // "127.0.0.1:PORT"
+//! (&sushy.user, &sushy.password);                  // basic auth
+//! let uuid = &sushy.systems[0].uuid;               // also the Redfish system id
+//! sushy.power_state(uuid);                         // "On" / "Off"
+//! sushy.wait_power_state(uuid, "On", REDFISH_DEADLINE);
+//! ```
+//!
+//! The fake driver applies a reset after a random 1 to 11 s delay (a
+//! restart turns the system Off at once, then On after the delay): poll
+//! with a deadline, e.g. [`REDFISH_DEADLINE`], never expect the change at
+//! once. A missing `sushy-emulator` fails the test with a message naming
+//! `scripts/install-test-deps`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the emulator may take to answer its first request (Python
+/// start-up on a loaded 2-core machine).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A deadline for a reset to show: the fake driver applies it after up to
+/// 11 s, and the emulator is slow under load.
+pub const REDFISH_DEADLINE: Duration = Duration::from_secs(40);
+
+/// One fake system.
+#[derive(Debug, Clone)]
+pub struct System {
+    /// Its UUID, which is also its Redfish id (`/redfish/v1/Systems/UUID`).
+    pub uuid: String,
+    /// Its `Name`.
+    pub name: String,
+}
+
+/// A running `sushy-emulator`, stopped when dropped.
+#[derive(Debug)]
+pub struct Sushy {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// The basic-auth user.
+    pub user: String,
+    /// The basic-auth password (random).
+    pub password: String,
+    /// The fake systems, in the order given.
+    pub systems: Vec<System>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Sushy {
+    /// Start an emulator with one system per name, all powered Off.
+    pub fn start(names: &[&str]) -> Sushy {
+        let systems: Vec<(&str, &str)> = names.iter().map(|n| (*n, "Off")).collect();
+        Sushy::start_with(&systems)
+    }
+
+    /// Start an emulator with systems given as `(name, power state)`, the
+    /// state `"On"` or `"Off"`.
+    pub fn start_with(systems: &[(&str, &str)]) -> Sushy {
+        let bin = which::which("sushy-emulator").unwrap_or_else(|_| {
+            panic!(
+                "sushy-emulator is not installed (the Redfish tests need it): \
+                 run scripts/install-test-deps"
+            )
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("power-sushy")
+            .tempdir()
+            .expect("temp dir");
+        let user = "admin".to_string();
+        let password = super::random_secret()[..24].to_string();
+        write_htpasswd(&dir.path().join("htpasswd"), &user, &password);
+        let mut entries = String::new();
+        let mut list = Vec::new();
+        for (name, state) in systems {
+            let uuid = random_uuid();
+            entries.push_str(&format!(
+                "    {{'uuid': {}, 'name': {}, 'power_state': {}, 'external_notifier': False}},\n",
+                py_str(&uuid),
+                py_str(name),
+                py_str(state)
+            ));
+            list.push(System {
+                uuid,
+                name: name.to_string(),
+            });
+        }
+        let config = dir.path().join("sushy.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
+                 SUSHY_EMULATOR_FAKE_DRIVER = True\n\
+                 SUSHY_EMULATOR_STATE_DIR = {}\n\
+                 SUSHY_EMULATOR_AUTH_FILE = {}\n\
+                 SUSHY_EMULATOR_FAKE_SYSTEMS = [\n{entries}]\n",
+                py_str(&dir.path().join("state").to_string_lossy()),
+                py_str(&dir.path().join("htpasswd").to_string_lossy()),
+            ),
+        )
+        .unwrap();
+
+        // A free port can be taken by someone else between our bind and
+        // the emulator's: then try another one.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = spawn(&bin, &config, dir.path(), port);
+            let mut probe = Probe {
+                url: format!("http://127.0.0.1:{port}"),
+                log: dir.path().join("sushy.log"),
+                child: Some(child),
+            };
+            match probe.wait_ready() {
+                Ok(()) => {
+                    return Sushy {
+                        url: probe.url.clone(),
+                        host: format!("127.0.0.1:{port}"),
+                        user,
+                        password,
+                        systems: list,
+                        child: probe.child.take(),
+                        dir,
+                    }
+                }
+                Err(log) => {
+                    drop(probe);
+                    if !log.contains("in use") {
+                        panic!("sushy-emulator did not start; its log:\n{log}");
+                    }
+                    last_log = log;
+                }
+            }
+        }
+        panic!("sushy-emulator did not start; its log:\n{last_log}");
+    }
+
+    /// The emulator's log (its stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sushy.log")).unwrap_or_default()
+    }
+
+    /// The system's Redfish URL path, `/redfish/v1/Systems/UUID`.
+    pub fn system_path(&self, uuid: &str) -> String {
+        format!("/redfish/v1/Systems/{uuid}")
+    }
+
+    /// GET the system and return its `PowerState` (`"On"`, `"Off"`, ...).
+    pub fn power_state(&self, uuid: &str) -> String {
+        let (status, body) = self
+            .request("GET", &self.system_path(uuid), None, true)
+            .unwrap_or_else(|e| panic!("GET system {uuid}: {e}"));
+        assert_eq!(status, 200, "GET system {uuid}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("system JSON");
+        json["PowerState"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no PowerState in {body}"))
+            .to_string()
+    }
+
+    /// Poll until the system's `PowerState` is `state`, panicking after
+    /// `deadline`.
+    pub fn wait_power_state(&self, uuid: &str, state: &str, deadline: Duration) {
+        super::poll(
+            &format!("Redfish system {uuid} to be {state}"),
+            deadline,
+            || (self.power_state(uuid) == state).then_some(()),
+        );
+    }
+
+    /// POST a `ComputerSystem.Reset` with `reset_type` (to set a state
+    /// behind the driver's back); returns the HTTP status.
+    pub fn reset(&self, uuid: &str, reset_type: &str) -> u16 {
+        let body = format!("{{\"ResetType\": \"{reset_type}\"}}");
+        let path = format!("{}/Actions/ComputerSystem.Reset", self.system_path(uuid));
+        self.request("POST", &path, Some(&body), true)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .0
+    }
+
+    /// A request with (or without) the right credentials: (status, body),
+    /// or the transport error.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: bool,
+    ) -> Result<(u16, String), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json");
+        if auth {
+            let token = base64(format!("{}:{}", self.user, self.password).as_bytes());
+            request = request.header("Authorization", format!("Basic {token}"));
+        }
+        let response = match body {
+            Some(body) => agent.run(request.body(body.to_string()).map_err(|e| e.to_string())?),
+            None => agent.run(request.body(()).map_err(|e| e.to_string())?),
+        }
+        .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let text = response
+            .into_body()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        Ok((status, text))
+    }
+}
+
+/// Start the emulator on `port` in its own process group, its output in
+/// `dir/sushy.log`.
+fn spawn(bin: &Path, config: &Path, dir: &Path, port: u16) -> Child {
+    let log = std::fs::File::create(dir.join("sushy.log")).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("-i")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(port.to_string())
+        // Anything it keeps in the temp dir stays in ours.
+        .env("TMPDIR", dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+/// An emulator being started: killed when dropped unless taken.
+struct Probe {
+    url: String,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Probe {
+    /// Wait until the service root (which needs no credentials) answers,
+    /// or return the log.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("(exited: {status})\n{}", log()));
+                }
+            }
+            if let Ok(r) = agent.get(format!("{}/redfish/v1/", self.url)).call() {
+                if r.status().as_u16() == 200 {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > START_DEADLINE {
+                return Err(format!("(no answer within {START_DEADLINE:?})\n{}", log()));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// Kill a process group led by `child` (TERM, then KILL) and reap it.
+fn stop(child: &mut Option<Child>) {
+    let Some(mut child) = child.take() else {
+        return;
+    };
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            // Anything else left in the group goes too.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+impl Drop for Sushy {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// Write an htpasswd file with one bcrypt entry for `user`. The password
+/// goes to the hashing program on stdin, never on its command line.
+fn write_htpasswd(path: &Path, user: &str, password: &str) {
+    let python = "import bcrypt, sys; \
+                  print(bcrypt.hashpw(sys.stdin.buffer.read(), bcrypt.gensalt(rounds=4)).decode())";
+    let hash = pipe(Command::new("python3").args(["-c", python]), password)
+        .or_else(|python_err| {
+            // htpasswd -i reads the password from stdin; -n prints the entry.
+            pipe(
+                Command::new("htpasswd").args(["-niB", "-C", "4", user]),
+                password,
+            )
+            .map(|line| {
+                line.split_once(':')
+                    .map(|(_, h)| h.to_string())
+                    .unwrap_or(line)
+            })
+            .map_err(|e| format!("{python_err}; htpasswd: {e}"))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot make a bcrypt hash for sushy-emulator's htpasswd \
+                 (python3 with bcrypt, or htpasswd): {e}"
+            )
+        });
+    std::fs::write(path, format!("{user}:{}\n", hash.trim())).unwrap();
+}
+
+/// Run `cmd` with `input` on stdin; its stdout's first line.
+fn pipe(cmd: &mut Command, input: &str) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    if !out.status.success() || !line.contains('$') {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(line)
+}
+
+/// A random version-4 UUID, lower-case hex.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("random bytes");
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A Python string literal for `s` (JSON's escapes are Python's too).
+fn py_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// Standard base64 with padding, for a Basic authorization header.
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
