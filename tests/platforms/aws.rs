@@ -1,1 +1,243 @@
-//! (being written)
+//! The shipped `aws` platform (`topology.d/10-aws.yaml`) against moto's EC2
+//! emulator, through the real server and the real `power` client.
+//!
+//! Every `aws` CLI call costs about half a second of CPU, so each test
+//! makes only a handful: the platform makes one per node and action, the
+//! harness reads many instances' states in one.
+
+use crate::support::moto::{self, Moto, REGION};
+use crate::support::{self, Server};
+use serde_json::Value;
+use std::process::ExitStatus;
+
+/// The shipped fragment, as a vendor installs it.
+fn shipped() -> String {
+    std::fs::read_to_string(support::checkout().join("topology.d/10-aws.yaml"))
+        .expect("read topology.d/10-aws.yaml")
+}
+
+/// A node on the aws platform: `(name, instance id, extra variables)`.
+fn node(name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut s =
+        format!("  {name}:\n    platform: aws\n    ec2_id: {ec2_id:?}\n    region: {REGION}\n");
+    for (k, v) in extra {
+        s.push_str(&format!("    {k}: {v:?}\n"));
+    }
+    s
+}
+
+/// Start a server with the shipped fragment, these nodes and this
+/// environment.
+fn server(nodes: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Server {
+    let nodes = format!("static_nodes:\n{}", nodes.concat());
+    let mut builder = Server::builder()
+        .file("10-aws.yaml", &shipped())
+        .file("50-nodes.yaml", &nodes);
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    builder.start()
+}
+
+/// Run `power --json ARGS...`; the exit status and each node's result as
+/// `(name, success, state, error)`.
+fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, Vec<Row>) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = support::power(server, token, &all);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "power {args:?}: not JSON ({e}): {stdout}\nstderr: {stderr}\nserver log:\n{}",
+            server.log()
+        )
+    });
+    let rows = json["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {json}"))
+        .iter()
+        .map(|n| Row {
+            name: n["name"].as_str().unwrap_or_default().to_string(),
+            success: n["success"].as_bool().unwrap_or(false),
+            state: n["state"].as_str().map(str::to_string),
+            error: n["error"].as_str().map(str::to_string),
+        })
+        .collect();
+    (status, rows)
+}
+
+/// One node's result as the client reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    name: String,
+    success: bool,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+impl Row {
+    fn ok(name: &str, state: Option<&str>) -> Row {
+        Row {
+            name: name.into(),
+            success: true,
+            state: state.map(str::to_string),
+            error: None,
+        }
+    }
+}
+
+/// Assert that every row failed, with `unknown` state for a status, and an
+/// error containing `expected`.
+fn assert_failed(rows: &[Row], status: bool, expected: &str) {
+    for row in rows {
+        assert!(!row.success, "{row:?} should have failed");
+        if status {
+            assert_eq!(row.state.as_deref(), Some("unknown"), "{row:?}");
+        }
+        let error = row.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(expected),
+            "{}: error {error:?} should say {expected:?}",
+            row.name
+        );
+    }
+}
+
+/// Three instances are reported, stopped, started and rebooted through
+/// the client, and moto's own view follows each action.
+#[test]
+fn aws_instances_are_reported_stopped_started_and_rebooted() {
+    let moto = Moto::start();
+    let ids = moto.run_instances(3);
+    let endpoint = [("aws_endpoint_url", moto.url.as_str())];
+    let nodes: Vec<String> = (0..3)
+        .map(|i| node(&format!("ec2-{}", i + 1), &ids[i], &endpoint))
+        .collect();
+    let server = server(&nodes, moto.server_env());
+    let token = server.token(&["--role", "operator"]);
+
+    let (status, rows) = power(&server, &token, &["status", "ec2-[1-3]"]);
+    assert_eq!(
+        rows,
+        ["ec2-1", "ec2-2", "ec2-3"].map(|n| Row::ok(n, Some("on"))),
+        "server log:\n{}",
+        server.log()
+    );
+    assert!(status.success());
+
+    let (status, rows) = power(&server, &token, &["off", "ec2-[1-2]"]);
+    assert_eq!(rows, [Row::ok("ec2-1", None), Row::ok("ec2-2", None)]);
+    assert!(status.success());
+    assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
+
+    // Off is the platform's status_off_exit_code 123, as in the reference.
+    let (status, rows) = power(&server, &token, &["status", "ec2-[1-3]"]);
+    assert_eq!(
+        rows,
+        [
+            Row::ok("ec2-1", Some("off")),
+            Row::ok("ec2-2", Some("off")),
+            Row::ok("ec2-3", Some("on")),
+        ]
+    );
+    assert!(status.success());
+
+    let (status, rows) = power(&server, &token, &["on", "ec2-1"]);
+    assert_eq!(rows, [Row::ok("ec2-1", None)]);
+    assert!(status.success());
+    assert_eq!(moto.states(&ids), ["running", "stopped", "running"]);
+
+    // moto reboots at once: the instance stays running.
+    let (status, rows) = power(&server, &token, &["restart", "ec2-3"]);
+    assert_eq!(rows, [Row::ok("ec2-3", None)]);
+    assert!(status.success());
+    assert_eq!(moto.states(&ids), ["running", "stopped", "running"]);
+}
+
+/// An instance id the endpoint does not know, and an endpoint that refuses
+/// connections, fail with the aws CLI's own words: never success, never a
+/// hang.
+#[test]
+fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
+    let moto = Moto::start();
+    let dead = format!("http://127.0.0.1:{}", moto::closed_port());
+    let nodes = [
+        node(
+            "ghost",
+            "i-0123456789abcdef0",
+            &[("aws_endpoint_url", &moto.url)],
+        ),
+        node(
+            "dead",
+            "i-0123456789abcdef0",
+            &[("aws_endpoint_url", &dead)],
+        ),
+    ];
+    let server = server(&nodes, moto.server_env());
+    let token = server.token(&["--role", "operator"]);
+
+    let (status, rows) = power(&server, &token, &["status", "ghost"]);
+    assert!(!status.success());
+    assert_failed(&rows, true, "InvalidInstanceID.NotFound");
+    let (status, rows) = power(&server, &token, &["on", "ghost"]);
+    assert!(!status.success());
+    assert_failed(&rows, false, "InvalidInstanceID.NotFound");
+
+    let (status, rows) = power(&server, &token, &["status", "dead"]);
+    assert!(!status.success());
+    assert_failed(&rows, true, "Could not connect to the endpoint URL");
+    assert_failed(&rows, true, &dead);
+    let (status, rows) = power(&server, &token, &["off", "dead"]);
+    assert!(!status.success());
+    assert_failed(&rows, false, "Could not connect to the endpoint URL");
+}
+
+/// With moto's IAM authentication on, a profile holding unknown keys is
+/// refused (`AuthFailure`) and changes nothing, while a profile with the
+/// IAM user's keys works. The endpoint comes from `AWS_ENDPOINT_URL` in
+/// the server's environment, not from a node variable.
+#[test]
+fn aws_bad_credentials_are_refused() {
+    let mut moto = Moto::start();
+    let ids = moto.run_instances(1);
+    let (key_id, secret) = moto.enable_auth();
+    std::fs::write(
+        moto.credentials_file(),
+        format!(
+            "[good]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n\
+             [bad]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n\
+             aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+        ),
+    )
+    .unwrap();
+    let nodes = [
+        node("good", &ids[0], &[("aws_profile", "good")]),
+        node("bad", &ids[0], &[("aws_profile", "bad")]),
+    ];
+    let mut env = moto.private_env();
+    env.push(("AWS_ENDPOINT_URL".into(), moto.url.clone().into()));
+    let server = server(&nodes, env);
+    let token = server.token(&["--role", "operator"]);
+
+    let (status, rows) = power(&server, &token, &["status", "good"]);
+    assert_eq!(
+        rows,
+        [Row::ok("good", Some("on"))],
+        "server log:\n{}",
+        server.log()
+    );
+    assert!(status.success());
+
+    let (status, rows) = power(&server, &token, &["status", "bad"]);
+    assert!(!status.success());
+    assert_failed(&rows, true, "AuthFailure");
+    assert_failed(
+        &rows,
+        true,
+        "AWS was not able to validate the provided access credentials",
+    );
+
+    let (status, rows) = power(&server, &token, &["off", "bad"]);
+    assert!(!status.success());
+    assert_failed(&rows, false, "AuthFailure");
+    assert_eq!(moto.state(&ids[0]), "running");
+}

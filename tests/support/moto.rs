@@ -1,1 +1,376 @@
-//! (being written)
+//! A real EC2 endpoint for tests: moto's `moto_server` on `127.0.0.1` at a
+//! free port, driven with the real `aws` CLI.
+//!
+//! Each [`Moto`] has its own temp dir holding a private `HOME`,
+//! `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE` (so the user's
+//! `~/.aws` is never read) and the server's log. The server runs in its own
+//! process group, which `Drop` kills.
+//!
+//! ```ignore
+//! let moto = Moto::start();
+//! let ids = moto.run_instances(3);         // all "running"
+//! moto.states(&ids);                       // ["running", "running", "running"]
+//! moto.server_env();                       // what a power-server needs to reach it
+//! moto.enable_auth();                      // from now on only an IAM user's keys work
+//! ```
+//!
+//! Every `aws` call costs about half a second of CPU (Python start-up), so
+//! [`Moto::states`] reads many instances in one call. The CLI always gets
+//! `--endpoint-url` and `AWS_EC2_METADATA_DISABLED=true`: nothing here
+//! sends traffic anywhere but loopback. A missing `moto_server` or `aws`
+//! fails the test with a message naming `scripts/install-test-deps`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the server may take to answer its first request (Python
+/// start-up on a loaded 2-core machine).
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
+
+/// A running `moto_server`, stopped when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The access key id the harness's own calls use (`test` until
+    /// [`Moto::enable_auth`], then the IAM user's).
+    access_key: String,
+    /// Its secret.
+    secret_key: String,
+    aws: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Moto {
+    /// Start a server and wait until it answers.
+    pub fn start() -> Moto {
+        let bin = which::which("moto_server").unwrap_or_else(|_| {
+            panic!(
+                "moto_server is not installed (the aws tests need it): \
+                 run scripts/install-test-deps"
+            )
+        });
+        let aws = which::which("aws").unwrap_or_else(|_| {
+            panic!(
+                "the aws CLI is not installed (the aws tests need it): \
+                 run scripts/install-test-deps"
+            )
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("power-moto")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            format!("[default]\nregion = {REGION}\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("credentials"), "").unwrap();
+
+        // A free port can be taken by someone else between our bind and
+        // the server's: then try another one.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut probe = Probe {
+                url: format!("http://127.0.0.1:{port}"),
+                log: dir.path().join("moto.log"),
+                child: Some(spawn(&bin, dir.path(), port)),
+            };
+            match probe.wait_ready() {
+                Ok(()) => {
+                    return Moto {
+                        url: probe.url.clone(),
+                        access_key: "test".into(),
+                        secret_key: "test".into(),
+                        aws,
+                        child: probe.child.take(),
+                        dir,
+                    }
+                }
+                Err(log) => {
+                    drop(probe);
+                    if !log.contains("in use") {
+                        panic!("moto_server did not start; its log:\n{log}");
+                    }
+                    last_log = log;
+                }
+            }
+        }
+        panic!("moto_server did not start; its log:\n{last_log}");
+    }
+
+    /// The server's log (its stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("moto.log")).unwrap_or_default()
+    }
+
+    /// The private directory: `home/`, `config`, `credentials`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The private shared-credentials file (empty unless a test writes
+    /// profiles to it).
+    pub fn credentials_file(&self) -> PathBuf {
+        self.dir.path().join("credentials")
+    }
+
+    /// The environment a `power-server` (and so the `aws` CLI it runs)
+    /// needs: the private config files and `HOME`, dummy credentials, no
+    /// instance-metadata lookups, no pager. The endpoint is not in it:
+    /// each test says how the platform reaches moto.
+    pub fn server_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env = self.private_env();
+        env.push(("AWS_ACCESS_KEY_ID".into(), "test".into()));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), "test".into()));
+        env
+    }
+
+    /// The private files and settings, without credentials.
+    pub fn private_env(&self) -> Vec<(OsString, OsString)> {
+        let d = self.dir.path();
+        vec![
+            ("HOME".into(), d.join("home").into()),
+            ("AWS_CONFIG_FILE".into(), d.join("config").into()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE".into(),
+                d.join("credentials").into(),
+            ),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ("AWS_DEFAULT_REGION".into(), REGION.into()),
+            ("AWS_PAGER".into(), "".into()),
+        ]
+    }
+
+    /// Run `aws ARGS... --endpoint-url URL --output json` with the
+    /// harness's credentials; its stdout parsed as JSON.
+    pub fn aws(&self, args: &[&str]) -> serde_json::Value {
+        let mut cmd = Command::new(&self.aws);
+        // Nothing of the user's AWS settings leaks in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(self.private_env())
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .args(args)
+            .args(["--endpoint-url", &self.url, "--output", "json"])
+            .stdin(Stdio::null());
+        let (status, stdout, stderr) = super::run(&mut cmd);
+        assert!(
+            status.success(),
+            "aws {args:?} failed ({status}): {stderr}\nmoto's log:\n{}",
+            self.log()
+        );
+        if stdout.trim().is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("aws {args:?}: {e}: {stdout}"))
+    }
+
+    /// Create `n` running t2.micro instances (one `aws` call); their ids.
+    pub fn run_instances(&self, n: usize) -> Vec<String> {
+        let count = n.to_string();
+        let out = self.aws(&[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            "ami-1e749f67",
+            "--count",
+            &count,
+            "--instance-type",
+            "t2.micro",
+            "--region",
+            REGION,
+        ]);
+        let ids: Vec<String> = out["Instances"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no Instances in {out}"))
+            .iter()
+            .map(|i| i["InstanceId"].as_str().expect("InstanceId").to_string())
+            .collect();
+        assert_eq!(ids.len(), n, "{out}");
+        ids
+    }
+
+    /// Each instance's state name (`running`, `stopped`, ...), in the order
+    /// asked, read with one `describe-instances` call.
+    pub fn states(&self, ids: &[String]) -> Vec<String> {
+        let mut args = vec!["ec2", "describe-instances", "--region", REGION];
+        args.push("--instance-ids");
+        args.extend(ids.iter().map(String::as_str));
+        let out = self.aws(&args);
+        let mut found = std::collections::HashMap::new();
+        for reservation in out["Reservations"].as_array().into_iter().flatten() {
+            for instance in reservation["Instances"].as_array().into_iter().flatten() {
+                found.insert(
+                    instance["InstanceId"].as_str().unwrap_or("").to_string(),
+                    instance["State"]["Name"].as_str().unwrap_or("").to_string(),
+                );
+            }
+        }
+        ids.iter()
+            .map(|id| {
+                found
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("moto does not know {id}: {out}"))
+            })
+            .collect()
+    }
+
+    /// One instance's state name.
+    pub fn state(&self, id: &str) -> String {
+        self.states(&[id.to_string()]).remove(0)
+    }
+
+    /// Turn on moto's IAM authentication: create an IAM user allowed
+    /// everything, switch the harness's own calls to its keys, and from then
+    /// on refuse any request not signed with a known key (`AuthFailure`, as
+    /// EC2 does). Returns the user's (access key id, secret access key).
+    /// Costs three `aws` calls.
+    pub fn enable_auth(&mut self) -> (String, String) {
+        self.aws(&["iam", "create-user", "--user-name", "power"]);
+        self.aws(&[
+            "iam",
+            "put-user-policy",
+            "--user-name",
+            "power",
+            "--policy-name",
+            "everything",
+            "--policy-document",
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+        ]);
+        let key = self.aws(&["iam", "create-access-key", "--user-name", "power"]);
+        let id = key["AccessKey"]["AccessKeyId"]
+            .as_str()
+            .expect("AccessKeyId");
+        let secret = key["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .expect("SecretAccessKey");
+        // moto authenticates every request after this many more: none.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let reply = agent
+            .post(format!("{}/moto-api/reset-auth", self.url))
+            .header("Content-Type", "application/octet-stream")
+            .send("0")
+            .unwrap_or_else(|e| panic!("POST /moto-api/reset-auth: {e}"));
+        assert_eq!(reply.status().as_u16(), 200, "moto refused reset-auth");
+        self.access_key = id.to_string();
+        self.secret_key = secret.to_string();
+        (id.to_string(), secret.to_string())
+    }
+}
+
+/// Start the server on `port` in its own process group, its output in
+/// `dir/moto.log`.
+fn spawn(bin: &Path, dir: &Path, port: u16) -> Child {
+    let log = std::fs::File::create(dir.join("moto.log")).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("HOME", dir.join("home"))
+        .env("TMPDIR", dir)
+        .env_remove("INITIAL_NO_AUTH_ACTION_COUNT")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+/// A server being started: killed when dropped unless taken.
+struct Probe {
+    url: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Probe {
+    /// Wait until the server answers any HTTP request, or return the log.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("(exited: {status})\n{}", log()));
+                }
+            }
+            if agent.get(format!("{}/moto-api/", self.url)).call().is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > START_DEADLINE {
+                return Err(format!("(no answer within {START_DEADLINE:?})\n{}", log()));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// Kill a process group led by `child` (TERM, then KILL) and reap it.
+fn stop(child: &mut Option<Child>) {
+    let Some(mut child) = child.take() else {
+        return;
+    };
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            // Anything else left in the group goes too.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A loopback port nothing listens on: bound and released, so a
+/// connection to it is refused (a dead endpoint).
+pub fn closed_port() -> u16 {
+    free_port()
+}
