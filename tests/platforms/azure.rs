@@ -1,1 +1,312 @@
-//! (being written)
+//! The shipped `azure` platform (`topology.d/10-azure.yaml`) through the
+//! real server and the real `power` client.
+//!
+//! Azure has no emulator that runs here, so this is the one platform test
+//! with a stand-in: `tests/fixtures/az/az`, first on the server's `PATH`,
+//! records each call's argv and answers as the real CLI does (output, error
+//! text, exit codes), keeping each VM's power state in a file. The tests
+//! pin the exact `az` command lines the platform runs.
+
+use crate::support::{self, Server};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+/// The resource group the test VMs are in.
+const RG: &str = "cluster-rg";
+
+/// The shipped fragment, as a vendor installs it.
+fn shipped() -> String {
+    std::fs::read_to_string(support::checkout().join("topology.d/10-azure.yaml"))
+        .expect("read topology.d/10-azure.yaml")
+}
+
+/// The stand-in's world: its VMs, its argv log, the CLI's config dir.
+struct Azure {
+    dir: tempfile::TempDir,
+}
+
+impl Azure {
+    /// VMs as `(resource group, name, state)`; logged in or not.
+    fn new(vms: &[(&str, &str, &str)], logged_in: bool) -> Azure {
+        let dir = tempfile::Builder::new()
+            .prefix("power-az")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir(dir.path().join("azure")).unwrap();
+        if logged_in {
+            std::fs::write(
+                dir.path().join("azure/azureProfile.json"),
+                r#"{"subscriptions": [{"id": "00000000-0000-0000-0000-000000000000", "isDefault": true}]}"#,
+            )
+            .unwrap();
+        }
+        for (group, name, state) in vms {
+            let group_dir = dir.path().join("vms").join(group);
+            std::fs::create_dir_all(&group_dir).unwrap();
+            std::fs::write(group_dir.join(name), format!("{state}\n")).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("vms")).unwrap();
+        Azure { dir }
+    }
+
+    fn argv_log(&self) -> PathBuf {
+        self.dir.path().join("argv.log")
+    }
+
+    /// The calls made since the last look, sorted (nodes run in parallel).
+    fn take_calls(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.argv_log()).unwrap_or_default();
+        let _ = std::fs::remove_file(self.argv_log());
+        let mut calls: Vec<String> = text.lines().map(str::to_string).collect();
+        calls.sort();
+        calls
+    }
+
+    /// A VM's power state as the stand-in keeps it.
+    fn state(&self, group: &str, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("vms").join(group).join(name))
+            .expect("VM state file")
+            .trim()
+            .to_string()
+    }
+
+    /// Start a server with the shipped fragment and `nodes` (YAML under
+    /// `static_nodes:`), the stand-in first on its PATH.
+    fn server(&self, nodes: &str) -> Server {
+        let stand_in = support::checkout().join("tests/fixtures/az");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![stand_in];
+        paths.extend(std::env::split_paths(&path));
+        Server::builder()
+            .file("10-azure.yaml", &shipped())
+            .file("50-nodes.yaml", &format!("static_nodes:\n{nodes}"))
+            .env("PATH", std::env::join_paths(paths).unwrap())
+            .env("AZ_STANDIN_ARGV_LOG", self.argv_log())
+            .env("AZ_STANDIN_VMS", self.dir.path().join("vms"))
+            .env("AZURE_CONFIG_DIR", self.dir.path().join("azure"))
+            .env("HOME", self.dir.path())
+            .start()
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// One node's result as the client reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    name: String,
+    success: bool,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+impl Row {
+    fn ok(name: &str, state: Option<&str>) -> Row {
+        Row {
+            name: name.into(),
+            success: true,
+            state: state.map(str::to_string),
+            error: None,
+        }
+    }
+
+    fn failed(name: &str, state: Option<&str>, error: &str) -> Row {
+        Row {
+            name: name.into(),
+            success: false,
+            state: state.map(str::to_string),
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// Run `power --json ARGS...`; the exit status and each node's result.
+fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, Vec<Row>) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = support::power(server, token, &all);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "power {args:?}: not JSON ({e}): {stdout}\nstderr: {stderr}\nserver log:\n{}",
+            server.log()
+        )
+    });
+    let rows = json["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {json}"))
+        .iter()
+        .map(|n| Row {
+            name: n["name"].as_str().unwrap_or_default().to_string(),
+            success: n["success"].as_bool().unwrap_or(false),
+            state: n["state"].as_str().map(str::to_string),
+            error: n["error"].as_str().map(str::to_string),
+        })
+        .collect();
+    (status, rows)
+}
+
+/// The status command line the platform runs for VM `name`.
+fn status_call(name: &str) -> String {
+    format!(
+        "az vm get-instance-view --resource-group {RG} --name {name} \
+         --query instanceView.statuses\\[1\\].code --output json"
+    )
+}
+
+/// Each action runs the reference's `az vm` command line with the node's
+/// resource group and name (and `--subscription` only when the node sets
+/// one); running is on, stopped and deallocated are off, and a state in
+/// between is unknown, saying which.
+#[test]
+fn azure_actions_run_the_reference_commands_and_status_maps_states() {
+    let azure = Azure::new(
+        &[
+            (RG, "vm1", "running"),
+            (RG, "vm2", "stopped"),
+            (RG, "vm3", "deallocated"),
+            (RG, "vm4", "starting"),
+            (RG, "vm5", "running"),
+        ],
+        true,
+    );
+    let server = azure.server(&format!(
+        "  vm[1-4]:\n    platform: azure\n    resource_group: {RG}\n\
+         \x20 vm5:\n    platform: azure\n    resource_group: {RG}\n    azure_subscription: research\n"
+    ));
+    let token = server.token(&["--role", "operator"]);
+
+    let (status, rows) = power(&server, &token, &["status", "vm[1-4]"]);
+    assert_eq!(
+        rows,
+        [
+            Row::ok("vm1", Some("on")),
+            Row::ok("vm2", Some("off")),
+            Row::ok("vm3", Some("off")),
+            Row::failed(
+                "vm4",
+                Some("unknown"),
+                "VM vm4 is PowerState/starting: neither running nor stopped"
+            ),
+        ],
+        "server log:\n{}",
+        server.log()
+    );
+    assert!(!status.success());
+    assert_eq!(
+        azure.take_calls(),
+        ["vm1", "vm2", "vm3", "vm4"].map(status_call)
+    );
+
+    let (status, rows) = power(&server, &token, &["off", "vm1"]);
+    assert_eq!(rows, [Row::ok("vm1", None)]);
+    assert!(status.success());
+    assert_eq!(
+        azure.take_calls(),
+        [format!("az vm stop --resource-group {RG} --name vm1")]
+    );
+    assert_eq!(azure.state(RG, "vm1"), "stopped");
+
+    let (status, rows) = power(&server, &token, &["on", "vm[2-3]"]);
+    assert_eq!(rows, [Row::ok("vm2", None), Row::ok("vm3", None)]);
+    assert!(status.success());
+    assert_eq!(
+        azure.take_calls(),
+        [
+            format!("az vm start --resource-group {RG} --name vm2"),
+            format!("az vm start --resource-group {RG} --name vm3"),
+        ]
+    );
+    assert_eq!(azure.state(RG, "vm2"), "running");
+    assert_eq!(azure.state(RG, "vm3"), "running");
+
+    let (status, rows) = power(&server, &token, &["restart", "vm1"]);
+    assert_eq!(rows, [Row::ok("vm1", None)]);
+    assert!(status.success());
+    assert_eq!(
+        azure.take_calls(),
+        [format!("az vm restart --resource-group {RG} --name vm1")]
+    );
+    assert_eq!(azure.state(RG, "vm1"), "running");
+
+    // A node naming a subscription passes it on; its status is on.
+    let (status, rows) = power(&server, &token, &["off", "vm5"]);
+    assert_eq!(rows, [Row::ok("vm5", None)]);
+    assert!(status.success());
+    let (status, rows) = power(&server, &token, &["status", "vm5"]);
+    assert_eq!(rows, [Row::ok("vm5", Some("off"))]);
+    assert!(status.success());
+    assert_eq!(
+        azure.take_calls(),
+        [
+            format!(
+                "az vm get-instance-view --resource-group {RG} --name vm5 \
+                 --subscription research --query instanceView.statuses\\[1\\].code --output json"
+            ),
+            format!("az vm stop --resource-group {RG} --name vm5 --subscription research"),
+        ]
+    );
+}
+
+/// A VM or resource group Azure does not know fails with the CLI's own
+/// last line (exit 3), never success.
+#[test]
+fn azure_unknown_vm_or_resource_group_fails_saying_so() {
+    let azure = Azure::new(&[(RG, "vm1", "running")], true);
+    let server = azure.server(&format!(
+        "  ghost:\n    platform: azure\n    resource_group: {RG}\n\
+         \x20 lost:\n    platform: azure\n    resource_group: no-such-rg\n"
+    ));
+    let token = server.token(&["--role", "operator"]);
+    let not_found = format!(
+        "Message: The Resource 'Microsoft.Compute/virtualMachines/ghost' under resource group \
+         '{RG}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+    );
+    let no_group = "Message: Resource group 'no-such-rg' could not be found.";
+
+    let (status, rows) = power(&server, &token, &["status", "ghost", "lost"]);
+    assert_eq!(
+        rows,
+        [
+            Row::failed("ghost", Some("unknown"), &not_found),
+            Row::failed("lost", Some("unknown"), no_group),
+        ],
+        "server log:\n{}",
+        server.log()
+    );
+    assert!(!status.success());
+
+    let (status, rows) = power(&server, &token, &["on", "ghost", "lost"]);
+    assert_eq!(
+        rows,
+        [
+            Row::failed("ghost", None, &not_found),
+            Row::failed("lost", None, no_group),
+        ]
+    );
+    assert!(!status.success());
+    assert_eq!(azure.take_calls().len(), 4);
+}
+
+/// A CLI that is not logged in fails every action with its own advice,
+/// and nothing changes.
+#[test]
+fn azure_not_logged_in_fails_saying_so() {
+    let azure = Azure::new(&[(RG, "vm1", "running")], false);
+    let server = azure.server(&format!(
+        "  vm1:\n    platform: azure\n    resource_group: {RG}\n"
+    ));
+    let token = server.token(&["--role", "operator"]);
+    let login = "ERROR: Please run 'az login' to setup account.";
+
+    let (status, rows) = power(&server, &token, &["status", "vm1"]);
+    assert_eq!(rows, [Row::failed("vm1", Some("unknown"), login)]);
+    assert!(!status.success());
+    let (status, rows) = power(&server, &token, &["off", "vm1"]);
+    assert_eq!(rows, [Row::failed("vm1", None, login)]);
+    assert!(!status.success());
+    assert_eq!(azure.state(RG, "vm1"), "running");
+    assert!(azure.dir().join("azure").is_dir());
+}
