@@ -153,19 +153,27 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
     assert_eq!(moto.states(&ids), ["running", "stopped", "running"]);
 }
 
-/// An instance id the endpoint does not know, and an endpoint that refuses
-/// connections, fail with the aws CLI's own words: never success, never a
-/// hang.
+/// An instance id the endpoint does not know, an instance in neither
+/// state, and an endpoint that refuses connections fail saying why: never
+/// success, never a hang. The refused endpoint is tried with the CLI's
+/// default retries, as a packaged server would.
 #[test]
 fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
     let moto = Moto::start();
+    let ids = moto.run_instances(1);
+    moto.aws(&[
+        "ec2",
+        "terminate-instances",
+        "--region",
+        REGION,
+        "--instance-ids",
+        &ids[0],
+    ]);
     let dead = format!("http://127.0.0.1:{}", moto::closed_port());
+    let live = [("aws_endpoint_url", moto.url.as_str())];
     let nodes = [
-        node(
-            "ghost",
-            "i-0123456789abcdef0",
-            &[("aws_endpoint_url", &moto.url)],
-        ),
+        node("ghost", "i-0123456789abcdef0", &live),
+        node("gone", &ids[0], &live),
         node(
             "dead",
             "i-0123456789abcdef0",
@@ -175,20 +183,58 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
     let server = server(&nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "ghost"]);
+    let (status, rows) = power(&server, &token, &["status", "ghost", "gone", "dead"]);
     assert!(!status.success());
-    assert_failed(&rows, true, "InvalidInstanceID.NotFound");
-    let (status, rows) = power(&server, &token, &["on", "ghost"]);
-    assert!(!status.success());
-    assert_failed(&rows, false, "InvalidInstanceID.NotFound");
+    assert_failed(&rows[0..1], true, "InvalidInstanceID.NotFound");
+    assert_failed(
+        &rows[1..2],
+        true,
+        &format!(
+            "instance {} is terminated: neither running nor stopped",
+            ids[0]
+        ),
+    );
+    assert_failed(
+        &rows[2..3],
+        true,
+        &format!("Could not connect to the endpoint URL: \"{dead}/\""),
+    );
 
-    let (status, rows) = power(&server, &token, &["status", "dead"]);
+    let (status, rows) = power(&server, &token, &["on", "ghost", "dead"]);
     assert!(!status.success());
-    assert_failed(&rows, true, "Could not connect to the endpoint URL");
-    assert_failed(&rows, true, &dead);
-    let (status, rows) = power(&server, &token, &["off", "dead"]);
+    assert_failed(&rows[0..1], false, "InvalidInstanceID.NotFound");
+    assert_failed(&rows[1..2], false, "Could not connect to the endpoint URL");
+}
+
+/// An endpoint that accepts the connection and never answers times out
+/// (the platform's `--cli-read-timeout`), once per attempt: one attempt
+/// here (`AWS_MAX_ATTEMPTS=1`) to keep the test short.
+#[test]
+fn aws_silent_endpoint_times_out() {
+    let moto = Moto::start();
+    // Connections complete in the kernel's backlog; nothing ever reads.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let mut env = moto.server_env();
+    env.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
+    let server = server(
+        &[node(
+            "silent",
+            "i-0123456789abcdef0",
+            &[("aws_endpoint_url", &url)],
+        )],
+        env,
+    );
+    let token = server.token(&["--role", "operator"]);
+
+    let (status, rows) = power(&server, &token, &["status", "silent"]);
     assert!(!status.success());
-    assert_failed(&rows, false, "Could not connect to the endpoint URL");
+    assert_failed(
+        &rows,
+        true,
+        &format!("Read timeout on endpoint URL: \"{url}/\""),
+    );
+    drop(silent);
 }
 
 /// With moto's IAM authentication on, a profile holding unknown keys is
