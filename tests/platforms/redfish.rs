@@ -283,3 +283,88 @@ fn redfish_password_never_on_a_command_line() {
     assert!(!argv.contains(&sushy.password), "{argv}");
     assert!(!server.log().contains(&sushy.password), "{}", server.log());
 }
+
+/// A BMC with a self-signed certificate: refused when verified against the
+/// system's CAs (saying how to fix it), accepted with `redfish_ca_file`
+/// naming its certificate, or with `redfish_verify_tls: no`.
+#[test]
+fn redfish_tls_is_verified() {
+    let sushy = Sushy::start_tls(&[("tls1", "Off")]);
+    assert!(sushy.url.starts_with("https://127.0.0.1:"), "{}", sushy.url);
+    let uuid = &sushy.systems[0].uuid;
+    let ca = sushy.ca_cert.as_ref().unwrap();
+    let node = |name: &str, extra: &str| {
+        format!(
+            "\x20 {name}:\n    platform: redfish\n    redfish_host: {}\n\
+             \x20   redfish_system: {uuid}\n    redfish_user: admin\n{extra}",
+            q(&sushy.host)
+        )
+    };
+    let (server, token) = server(
+        &format!(
+            "static_nodes:\n{}{}{}",
+            node("verified", ""),
+            node(
+                "with-ca",
+                &format!("    redfish_ca_file: {}\n", q(&ca.to_string_lossy()))
+            ),
+            node("unverified", "    redfish_verify_tls: \"no\"\n"),
+        ),
+        &[("REDFISH_PASSWORD", &sushy.password)],
+    );
+    let (code, r, _) = results(
+        &server,
+        &token,
+        &["status", "verified", "with-ca", "unverified"],
+    );
+    assert_eq!(code, 1, "{r:?}");
+    let error = r["verified"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("TLS with {} failed", sushy.url))
+            && error.contains("redfish_verify_tls: no"),
+        "{error}"
+    );
+    assert_eq!(r["with-ca"]["state"], "off", "{r:?}");
+    assert_eq!(r["unverified"]["state"], "off", "{r:?}");
+
+    let (code, r, _) = results(&server, &token, &["on", "with-ca"]);
+    assert_eq!(code, 0, "{r:?}");
+    sushy.wait_power_state(uuid, "On", REDFISH_DEADLINE);
+}
+
+/// A system id the BMC does not have, and a node whose name no system
+/// has: each fails, naming what is missing.
+#[test]
+fn redfish_unknown_system_fails_clearly() {
+    let sushy = Sushy::start(&["known1", "known2"]);
+    let (server, token) = server(
+        &format!(
+            "static_nodes:\n\
+             \x20 wrong-id:\n    platform: redfish\n    redfish_host: {url}\n\
+             \x20   redfish_system: no-such-system\n    redfish_user: admin\n\
+             \x20 ghost:\n    platform: redfish\n    redfish_host: {url}\n\
+             \x20   redfish_user: admin\n",
+            url = q(&sushy.url)
+        ),
+        &[("REDFISH_PASSWORD", &sushy.password)],
+    );
+    for action in ["status", "on", "off", "restart"] {
+        let (code, r, _) = results(&server, &token, &[action, "wrong-id", "ghost"]);
+        assert_eq!(code, 1, "{action}: {r:?}");
+        let error = |n: &str| r[n]["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            error("wrong-id").contains(&format!("no system no-such-system at {}", sushy.url)),
+            "{action}: {}",
+            error("wrong-id")
+        );
+        assert!(
+            error("ghost").contains(&format!("no system named ghost at {}", sushy.url))
+                && error("ghost").contains("set redfish_system"),
+            "{action}: {}",
+            error("ghost")
+        );
+    }
+    for s in &sushy.systems {
+        assert_eq!(sushy.power_state(&s.uuid), "Off");
+    }
+}

@@ -20,11 +20,12 @@
 //! The fake driver applies a reset after a random 1 to 11 s delay (a
 //! restart turns the system Off at once, then On after the delay): poll
 //! with a deadline, e.g. [`REDFISH_DEADLINE`], never expect the change at
-//! once. A missing `sushy-emulator` fails the test with a message naming
+//! once. [`Sushy::start_tls`] serves HTTPS with a self-signed certificate.
+//! A missing `sushy-emulator` fails the test with a message naming
 //! `scripts/install-test-deps`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,9 @@ pub struct Sushy {
     pub password: String,
     /// The fake systems, in the order given.
     pub systems: Vec<System>,
+    /// With [`Sushy::start_tls`]: its self-signed certificate (for
+    /// 127.0.0.1), which is also the CA that verifies it.
+    pub ca_cert: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -72,6 +76,17 @@ impl Sushy {
     /// Start an emulator with systems given as `(name, power state)`, the
     /// state `"On"` or `"Off"`.
     pub fn start_with(systems: &[(&str, &str)]) -> Sushy {
+        Sushy::launch(systems, false)
+    }
+
+    /// Like [`Sushy::start_with`], served over HTTPS with a fresh
+    /// self-signed certificate for `127.0.0.1` ([`Sushy::ca_cert`]); `url`
+    /// is then `https://127.0.0.1:PORT`. Needs the `openssl` command.
+    pub fn start_tls(systems: &[(&str, &str)]) -> Sushy {
+        Sushy::launch(systems, true)
+    }
+
+    fn launch(systems: &[(&str, &str)], tls: bool) -> Sushy {
         let bin = which::which("sushy-emulator").unwrap_or_else(|_| {
             panic!(
                 "sushy-emulator is not installed (the Redfish tests need it): \
@@ -100,6 +115,18 @@ impl Sushy {
                 name: name.to_string(),
             });
         }
+        let mut tls_config = String::new();
+        let ca_cert = tls.then(|| {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            self_signed(&cert, &key);
+            tls_config = format!(
+                "SUSHY_EMULATOR_SSL_CERT = {}\nSUSHY_EMULATOR_SSL_KEY = {}\n",
+                py_str(&cert.to_string_lossy()),
+                py_str(&key.to_string_lossy())
+            );
+            cert
+        });
+        let scheme = if tls { "https" } else { "http" };
         let config = dir.path().join("sushy.conf");
         std::fs::write(
             &config,
@@ -108,7 +135,7 @@ impl Sushy {
                  SUSHY_EMULATOR_FAKE_DRIVER = True\n\
                  SUSHY_EMULATOR_STATE_DIR = {}\n\
                  SUSHY_EMULATOR_AUTH_FILE = {}\n\
-                 SUSHY_EMULATOR_FAKE_SYSTEMS = [\n{entries}]\n",
+                 SUSHY_EMULATOR_FAKE_SYSTEMS = [\n{entries}]\n{tls_config}",
                 py_str(&dir.path().join("state").to_string_lossy()),
                 py_str(&dir.path().join("htpasswd").to_string_lossy()),
             ),
@@ -122,7 +149,7 @@ impl Sushy {
             let port = free_port();
             let child = spawn(&bin, &config, dir.path(), port);
             let mut probe = Probe {
-                url: format!("http://127.0.0.1:{port}"),
+                url: format!("{scheme}://127.0.0.1:{port}"),
                 log: dir.path().join("sushy.log"),
                 child: Some(child),
             };
@@ -134,6 +161,7 @@ impl Sushy {
                         user,
                         password,
                         systems: list,
+                        ca_cert,
                         child: probe.child.take(),
                         dir,
                     }
@@ -202,12 +230,7 @@ impl Sushy {
         body: Option<&str>,
         auth: bool,
     ) -> Result<(u16, String), String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let agent = agent(Duration::from_secs(30));
         let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
@@ -262,11 +285,7 @@ impl Probe {
     /// Wait until the service root (which needs no credentials) answers,
     /// or return the log.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
+        let agent = agent(Duration::from_secs(5));
         let start = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -320,6 +339,42 @@ impl Drop for Sushy {
     fn drop(&mut self) {
         stop(&mut self.child);
     }
+}
+
+/// An HTTP agent for the emulator: statuses are not errors, redirects are
+/// not followed, and its certificate (self-signed) is not verified.
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A fresh self-signed certificate and key for 127.0.0.1 (openssl).
+fn self_signed(cert: &Path, key: &Path) {
+    let openssl = which::which("openssl").unwrap_or_else(|_| {
+        panic!("openssl is not installed (the Redfish TLS test needs it): run scripts/install-test-deps")
+    });
+    let (status, _, err) = super::run(
+        Command::new(openssl)
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:prime256v1")
+            .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert)
+            .stdin(Stdio::null()),
+    );
+    assert!(status.success(), "openssl req -x509 failed: {err}");
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
