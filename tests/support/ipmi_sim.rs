@@ -305,7 +305,8 @@ fn start_bmc(root: &Path, control: &Path, i: usize) -> Bmc {
     std::fs::create_dir(&dir).unwrap();
     std::fs::create_dir(dir.join("persist")).unwrap();
     let addr = next_free_addr().to_string();
-    let password = format!("pw{}", &super::random_secret()[..16]);
+    // 16 bytes at most: the limit of IPMI 1.5 (`-I lan`); 2.0 allows 20.
+    let password = format!("pw{}", &super::random_secret()[..14]);
     let state_file = dir.join("power");
     let events_file = dir.join("events");
     let log_file = dir.join("ipmi_sim.log");
