@@ -271,9 +271,24 @@ fn ipmi_wrong_password_is_refused_and_never_shown() {
 
     let (body, _) = api_status(&server, &token, "good,bad");
     let log = server.log();
+    let audit = server.audit_lines().join("\n");
+    // The generated driver script holds commands, never a node's values.
+    let scripts: String = walk(&server.dir.path().join("runtime"))
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    assert!(
+        scripts.contains("ipmitool"),
+        "the generated script was found"
+    );
     for password in [wrong, sim.bmcs[0].password.as_str()] {
         assert!(!body.contains(password), "the API answer shows a password");
         assert!(!log.contains(password), "the server log shows a password");
+        assert!(!audit.contains(password), "the audit log shows a password");
+        assert!(
+            !scripts.contains(password),
+            "a driver script holds a password"
+        );
     }
 }
 
@@ -420,4 +435,18 @@ fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
             "{action}"
         );
     }
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

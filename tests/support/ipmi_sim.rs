@@ -101,11 +101,20 @@ impl IpmiSim {
         make_executable(&control);
         let mut bmcs = Vec::with_capacity(n);
         for i in 0..n {
-            bmcs.push(start_bmc(dir.path(), &control, i));
+            bmcs.push(start_bmc(dir.path(), &control, i, 0));
         }
         // Readiness in a second pass, so the processes start up together.
-        for bmc in &mut bmcs {
-            bmc.wait_ready();
+        for (i, bmc) in bmcs.iter_mut().enumerate() {
+            let mut attempt = 0;
+            // Another process may take the address between the check and
+            // ipmi_sim's own bind: then start again on the next one.
+            while let Err(log) = bmc.wait_ready() {
+                attempt += 1;
+                if !log.contains("Address already in use") || attempt > 3 {
+                    panic!("ipmi_sim at {} exited at start; its log:\n{log}", bmc.addr);
+                }
+                *bmc = start_bmc(dir.path(), &control, i, attempt);
+            }
         }
         IpmiSim { bmcs, dir }
     }
@@ -119,11 +128,11 @@ impl IpmiSim {
     }
 }
 
-impl Drop for IpmiSim {
+impl Drop for Bmc {
+    /// Stop this `ipmi_sim`: also when a test, or [`IpmiSim::start`]
+    /// itself, panics half-way.
     fn drop(&mut self) {
-        for bmc in &mut self.bmcs {
-            bmc.stop();
-        }
+        self.stop();
     }
 }
 
@@ -189,14 +198,15 @@ impl Bmc {
         cmd
     }
 
-    /// Wait until the BMC answers a status request, or panic with its log.
-    fn wait_ready(&mut self) {
+    /// Wait until the BMC answers a status request. Err(its log) if
+    /// `ipmi_sim` exited; a panic, with the log, after the deadline.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let start = Instant::now();
         // First its socket: cheap to check, and an ipmitool call before the
         // bind would spend its whole timeout waiting.
         let hex = udp_hex(&self.addr, self.port);
         loop {
-            self.check_alive();
+            self.check_alive()?;
             if udp_bound(&hex) {
                 break;
             }
@@ -211,10 +221,10 @@ impl Bmc {
             std::thread::sleep(Duration::from_millis(10));
         }
         loop {
-            self.check_alive();
+            self.check_alive()?;
             let (status, stdout, stderr) = self.ipmitool(&["chassis", "power", "status"]);
             if status.success() && stdout.contains("Chassis Power is") {
-                return;
+                return Ok(());
             }
             if start.elapsed() > READY_DEADLINE {
                 panic!(
@@ -227,17 +237,14 @@ impl Bmc {
         }
     }
 
-    /// Panic with the log if `ipmi_sim` has exited.
-    fn check_alive(&mut self) {
+    /// Err(its log) if `ipmi_sim` has exited.
+    fn check_alive(&mut self) -> Result<(), String> {
         let child = self.child.as_mut().expect("running");
         if let Some(status) = child.try_wait().expect("wait for ipmi_sim") {
             self.child = None;
-            panic!(
-                "ipmi_sim at {} exited at start ({status}); its log:\n{}",
-                self.addr,
-                self.log()
-            );
+            return Err(format!("({status})\n{}", self.log()));
         }
+        Ok(())
     }
 
     fn log(&self) -> String {
@@ -299,9 +306,13 @@ set)
 esac
 "#;
 
-/// Start one `ipmi_sim` in `root/bmcN` on a fresh address.
-fn start_bmc(root: &Path, control: &Path, i: usize) -> Bmc {
-    let dir = root.join(format!("bmc{i}"));
+/// Start one `ipmi_sim` in `root/bmcN` (`bmcN.ATTEMPT` after the first)
+/// on a fresh address.
+fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize) -> Bmc {
+    let dir = match attempt {
+        0 => root.join(format!("bmc{i}")),
+        n => root.join(format!("bmc{i}.{n}")),
+    };
     std::fs::create_dir(&dir).unwrap();
     std::fs::create_dir(dir.join("persist")).unwrap();
     let addr = next_free_addr().to_string();
