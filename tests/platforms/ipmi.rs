@@ -234,6 +234,7 @@ fn ipmi_wrong_password_is_refused_and_never_shown() {
             Some(&sim.bmcs[0].password),
         ),
         node("bad", &sim.bmcs[1].addr, "admin", Some(wrong)),
+        node("nouser", &sim.bmcs[1].addr, "nobody", Some(wrong)),
     ];
     let server = server(&nodes, &[]);
     let token = server.token(&["--role", "operator"]);
@@ -249,10 +250,14 @@ fn ipmi_wrong_password_is_refused_and_never_shown() {
         "error {error:?} should say the BMC refused authentication"
     );
 
-    let (status, rows) = power(&server, &token, &["status", "bad"]);
+    let (status, rows) = power(&server, &token, &["status", "bad", "nouser"]);
     assert_eq!(status.code(), Some(1));
-    assert_eq!(rows[0][1], "Unknown");
+    assert_eq!(words(&rows), [("bad", "Unknown"), ("nouser", "Unknown")]);
     assert!(rows[0][2].contains("authentication refused"), "{rows:?}");
+    assert!(
+        rows[1][2].contains("authentication refused") && rows[1][2].contains("'nobody'"),
+        "an unknown user is refused as such: {rows:?}"
+    );
     for (action, word) in [
         ("on", "Failed to start"),
         ("off", "Failed to stop"),
