@@ -405,7 +405,8 @@ fn ipmi_dead_bmc_fails_quickly_saying_unreachable() {
 
 /// The shipped commands hand the password to ipmitool in `IPMI_PASSWORD`
 /// with `-E`, never with `-P` or a file: a command line is visible to every
-/// user in `ps`. Every action calls ipmitool once, bounded by `-N`/`-R`.
+/// user in `ps`. Every action calls ipmitool once, bounded by `-N`/`-R`,
+/// through the same shared block.
 #[test]
 fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
     let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped()).unwrap();
@@ -417,6 +418,17 @@ fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(variables.contains(&"ipmi_password"), "{variables:?}");
+    // The four actions share one block (all but their first line, up to the
+    // end of the error handling): an edit to one must reach them all.
+    let shared = |action: &str| -> String {
+        let command = platform[action].as_str().expect(action);
+        let end = "  esac\n  exit 1\nfi\n";
+        let (_, rest) = command.split_once('\n').unwrap();
+        rest[..rest.find(end).expect("the error block") + end.len()].to_string()
+    };
+    for action in ["power_off", "restart", "status"] {
+        assert_eq!(shared(action), shared("power_on"), "{action} differs");
+    }
     for action in ["power_on", "power_off", "restart", "status"] {
         let command = platform[action].as_str().expect(action);
         let calls: Vec<&str> = command
