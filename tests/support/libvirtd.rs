@@ -31,8 +31,14 @@ use std::time::{Duration, Instant};
 /// How long the daemon may take to accept connections and keep state.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The uid/gid the daemon runs as when the tests run as root.
-const NOBODY: u32 = 65534;
+/// The uid and gid the daemon runs as when the tests run as root: the
+/// `nobody` user's.
+fn nobody() -> (u32, u32) {
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(user)) => (user.uid.as_raw(), user.gid.as_raw()),
+        _ => (65534, 65534),
+    }
+}
 
 /// A running private `libvirtd`, stopped when dropped.
 #[derive(Debug)]
@@ -57,6 +63,7 @@ impl Libvirtd {
             .tempdir()
             .expect("temp dir");
         let root = nix::unistd::geteuid().is_root();
+        let (uid, gid) = nobody();
         for sub in ["run", "config", "cache", "data", "sock"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
@@ -78,7 +85,7 @@ impl Libvirtd {
         if root {
             // The daemon's own files belong to it; the dir must be
             // traversable for it (tempfile makes it 0700, owned by root).
-            chown_tree(dir.path(), NOBODY);
+            chown_tree(dir.path(), uid, gid);
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -86,8 +93,8 @@ impl Libvirtd {
         let log = std::fs::File::create(dir.path().join("libvirtd.log")).unwrap();
         let mut cmd = if root {
             let mut cmd = Command::new(find("setpriv", "util-linux"));
-            cmd.arg(format!("--reuid={NOBODY}"))
-                .arg(format!("--regid={NOBODY}"))
+            cmd.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
                 .arg("--clear-groups")
                 .arg("--")
                 .arg(&libvirtd);
@@ -252,14 +259,14 @@ fn find(program: &str, package: &str) -> PathBuf {
         })
 }
 
-/// Give `path` and everything under it to `uid` (group too).
-fn chown_tree(path: &Path, uid: u32) {
-    let id = Some(nix::unistd::Uid::from_raw(uid));
-    let gid = Some(nix::unistd::Gid::from_raw(uid));
-    nix::unistd::chown(path, id, gid).unwrap();
+/// Give `path` and everything under it to `uid` and `gid`.
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let owner = Some(nix::unistd::Uid::from_raw(uid));
+    let group = Some(nix::unistd::Gid::from_raw(gid));
+    nix::unistd::chown(path, owner, group).unwrap();
     if path.is_dir() {
         for entry in std::fs::read_dir(path).unwrap() {
-            chown_tree(&entry.unwrap().path(), uid);
+            chown_tree(&entry.unwrap().path(), uid, gid);
         }
     }
 }
