@@ -1,1 +1,606 @@
-//! (being written)
+//! The `fence` drop-in driver (drivers/fence, topology.d/10-fence.yaml)
+//! running ClusterLabs fence agents against real endpoints, through the
+//! real server and the real `power` client: `fence_ipmilan` against
+//! OpenIPMI's `ipmi_sim` (`tests/support/ipmi_sim.rs`) and `fence_redfish`
+//! against sushy-tools' emulator (`tests/support/sushy.rs`).
+//!
+//! fence_redfish speaks HTTPS only, and the emulator here serves plain
+//! HTTP, so [`TlsFront`] puts `socat` with a fresh self-signed certificate
+//! in front of it, as a BMC's own web server would present one. The
+//! emulator applies a reset after a random 1 to 11 s delay: states are
+//! polled with a deadline.
+
+use crate::support::ipmi_sim::{Bmc, IpmiSim};
+use crate::support::sushy::{free_port, Sushy, REDFISH_DEADLINE};
+use crate::support::{checkout, poll, power, Server};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The shipped fragment, as a vendor installs it.
+fn shipped() -> String {
+    std::fs::read_to_string(checkout().join("topology.d/10-fence.yaml"))
+        .expect("read topology.d/10-fence.yaml")
+}
+
+/// A YAML string (JSON's quoting is YAML's).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// A node `name` with these variables, as YAML under `static_nodes`.
+fn node(name: &str, platform: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = format!("  {name}:\n    platform: {platform}\n");
+    for (k, v) in vars {
+        s.push_str(&format!("    {k}: {}\n", q(v)));
+    }
+    s
+}
+
+/// A fence_ipmilan node for `bmc`, with `password`.
+fn ipmi_node(name: &str, addr: &str, bmc: &Bmc, password: &str) -> String {
+    node(
+        name,
+        "fence_ipmilan",
+        &[
+            ("fence_ip", addr),
+            ("fence_username", &bmc.user),
+            ("fence_password", password),
+            ("fence_lanplus", "1"),
+            ("fence_cipher", "3"),
+        ],
+    )
+}
+
+/// A server with the shipped fragment, `nodes` and `env`, and an operator
+/// token.
+fn server(extra: &[(&str, &str)], nodes: &[String], env: &[(&str, &str)]) -> (Server, String) {
+    let mut builder = Server::builder()
+        .file("10-fence.yaml", &shipped())
+        .files(extra)
+        .file(
+            "50-nodes.yaml",
+            &format!("static_nodes:\n{}", nodes.concat()),
+        );
+    for (k, v) in env {
+        builder = builder.env(k, v);
+    }
+    let server = builder.start();
+    let token = server.token(&["--role", "operator"]);
+    (server, token)
+}
+
+/// `power --json ARGS...`: the exit code, each node's result by name, and
+/// the whole output (stdout and stderr).
+fn results(
+    server: &Server,
+    token: &str,
+    args: &[&str],
+) -> (i32, BTreeMap<String, serde_json::Value>, String) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, out, err) = power(server, token, &all);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!(
+            "power {args:?}: not JSON ({e}): {out}\nstderr: {err}\nserver log:\n{}",
+            server.log()
+        )
+    });
+    let nodes = json["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nodes in {out}"))
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().to_string(), n.clone()))
+        .collect();
+    (status.code().unwrap_or(-1), nodes, format!("{out}{err}"))
+}
+
+/// The `error` of `node` in a result.
+fn error(r: &BTreeMap<String, serde_json::Value>, node: &str) -> String {
+    r[node]["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// Assert that `secret` shows nowhere: not in the client's output, the
+/// API's answer for `nodes`, nor the server's log.
+fn assert_hidden(server: &Server, token: &str, nodes: &str, secret: &str, client_output: &str) {
+    assert!(!client_output.contains(secret), "{client_output}");
+    let reply = server.get(&format!("/?nodes={nodes}"), token);
+    assert!(!reply.body.contains(secret), "{}", reply.body);
+    let log = server.log();
+    assert!(!log.contains(secret), "{log}");
+}
+
+/// fence_ipmilan with the shipped platform: status reads each simulated
+/// BMC exactly (off is exit 111 from the agent's 2), on and off change
+/// only the asked BMC, and a restart is the agent's reboot (off, then on).
+/// The password shows in no answer and no log.
+#[test]
+fn fence_ipmilan_status_on_off_restart_through_power() {
+    let sim = IpmiSim::start(2);
+    let (b1, b2) = (&sim.bmcs[0], &sim.bmcs[1]);
+    b2.set_power(true);
+    let (server, token) = server(
+        &[],
+        &[
+            ipmi_node("f1", &b1.addr, b1, &b1.password),
+            ipmi_node("f2", &b2.addr, b2, &b2.password),
+        ],
+        &[],
+    );
+
+    let (code, r, _) = results(&server, &token, &["status", "f1", "f2"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    assert_eq!(r["f1"]["state"], "off", "{r:?}");
+    assert_eq!(r["f2"]["state"], "on", "{r:?}");
+    let reply = server.get("/?nodes=f1,f2", &token);
+    let attrs: Vec<_> = reply.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attributes"].clone())
+        .collect();
+    assert_eq!(attrs[0]["exit-code"], 111, "{}", reply.body);
+    assert_eq!(attrs[1]["exit-code"], 0, "{}", reply.body);
+    assert!(b1.set_events().is_empty(), "status changes nothing");
+
+    let (code, r, _) = results(&server, &token, &["on", "f1"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    assert!(b1.power());
+    assert_eq!(b1.set_events(), ["set power 1"]);
+
+    let (code, r, _) = results(&server, &token, &["off", "f2"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    assert!(!b2.power());
+    assert!(b1.power(), "only the asked BMC changes");
+
+    let (code, r, _) = results(&server, &token, &["restart", "f1"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    assert_eq!(
+        b1.set_events(),
+        ["set power 1", "set power 0", "set power 1"],
+        "the agent's reboot is off, then on"
+    );
+    assert!(b1.power());
+
+    let (code, r, all) = results(&server, &token, &["status", "f1", "f2"]);
+    assert_eq!(code, 0, "{r:?}");
+    assert_eq!(r["f1"]["state"], "on", "{r:?}");
+    assert_eq!(r["f2"]["state"], "off", "{r:?}");
+    assert_hidden(&server, &token, "f1,f2", &b1.password, &all);
+    assert_hidden(&server, &token, "f1,f2", &b2.password, &all);
+}
+
+/// fence_ipmilan with a wrong password fails at once, saying the BMC
+/// refused the session; a BMC address nothing answers on fails, saying it
+/// timed out, within the agent's power_timeout: never a success, never a
+/// hang, and nothing is switched.
+#[test]
+fn fence_ipmilan_wrong_password_and_dead_bmc_fail_clearly() {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    let wrong = "wrong-password-4711"; // IPMI passwords are at most 20 bytes
+    let dead = IpmiSim::dead_addr();
+    let (server, token) = server(
+        &[],
+        &[
+            ipmi_node("bad", &bmc.addr, bmc, wrong),
+            ipmi_node("dead", &dead, bmc, &bmc.password),
+        ],
+        &[],
+    );
+    for action in ["status", "on", "off", "restart"] {
+        let start = Instant::now();
+        let (code, r, all) = results(&server, &token, &[action, "bad"]);
+        assert!(start.elapsed() < Duration::from_secs(15), "{action}");
+        assert_eq!(code, 1, "{action}: {r:?}");
+        assert_eq!(r["bad"]["success"], false, "{action}: {r:?}");
+        let e = error(&r, "bad");
+        assert!(
+            e.contains("fence_ipmilan")
+                && e.contains(&bmc.addr)
+                && e.contains("authentication refused")
+                && e.contains("wrong password"),
+            "{action}: {e}"
+        );
+        assert_hidden(&server, &token, "bad", wrong, &all);
+    }
+    assert!(bmc.set_events().is_empty(), "{:?}", bmc.events());
+
+    // Each run waits out the agent's power_timeout (20 s by default).
+    for action in ["status", "on"] {
+        let start = Instant::now();
+        let (code, r, all) = results(&server, &token, &[action, "dead"]);
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "{action} took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(code, 1, "{action}: {r:?}");
+        assert_eq!(r["dead"]["success"], false, "{action}: {r:?}");
+        let e = error(&r, "dead");
+        assert!(
+            e.contains(&dead) && e.contains("did not answer: timed out"),
+            "{action}: {e}"
+        );
+        // (Not through the API: that would be one more 20 s status.)
+        assert!(!all.contains(&bmc.password), "{all}");
+        assert!(!server.log().contains(&bmc.password), "{}", server.log());
+    }
+}
+
+/// `socat` terminating TLS with a fresh self-signed certificate on a free
+/// 127.0.0.1 port, forwarding to a plain-HTTP endpoint; stopped (its whole
+/// process group) when dropped.
+struct TlsFront {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TlsFront {
+    /// Front `target` (`127.0.0.1:PORT`).
+    fn start(target: &str) -> TlsFront {
+        let socat = which::which("socat").unwrap_or_else(|_| {
+            panic!(
+                "socat is not installed (the fence_redfish tests put it in front of \
+                 sushy-emulator for HTTPS): run scripts/install-test-deps"
+            )
+        });
+        let openssl = which::which("openssl").unwrap_or_else(|_| {
+            panic!("openssl is not installed (a test certificate): run scripts/install-test-deps")
+        });
+        let mut dir = tempfile::Builder::new()
+            .prefix("fence-tls")
+            .tempdir()
+            .expect("temp dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let out = Command::new(openssl)
+            .args([
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+            ])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.path().join("socat.log");
+        // A free port can be taken between our bind and socat's: retry.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(&socat);
+            cmd.arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg(format!("TCP:{target}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            let child = cmd.spawn().expect("start socat");
+            let mut front = TlsFront {
+                port,
+                dir,
+                child: Some(child),
+            };
+            let ready = poll("socat to listen", Duration::from_secs(20), || {
+                let child = front.child.as_mut().unwrap();
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Some(false);
+                }
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .is_ok()
+                    .then_some(true)
+            });
+            if ready {
+                return front;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(text.contains("in use"), "socat did not start: {text}");
+            front.child = None;
+            dir = std::mem::replace(&mut front.dir, tempfile::tempdir().unwrap());
+        }
+        panic!("socat found no free port in three tries");
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
+}
+
+/// A fence_redfish node for `uuid` behind `port`, with `password` and
+/// these extra variables (which replace the defaults of the same name).
+fn redfish_node(
+    name: &str,
+    port: u16,
+    uuid: &str,
+    password: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let port = port.to_string();
+    let uri = format!("/redfish/v1/Systems/{uuid}");
+    let mut vars = vec![
+        ("fence_ip", "127.0.0.1"),
+        ("fence_ipport", port.as_str()),
+        ("fence_username", "admin"),
+        ("fence_password", password),
+        ("fence_systems_uri", uri.as_str()),
+        ("fence_ssl_insecure", "1"),
+    ];
+    for (k, v) in extra {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k, v));
+    }
+    node(name, "fence_redfish", &vars)
+}
+
+/// Poll `power status NODE` until it says `state`.
+fn wait_status(server: &Server, token: &str, node: &str, state: &str) {
+    poll(
+        &format!("power status {node} to say {state}"),
+        REDFISH_DEADLINE,
+        || {
+            let (_, r, _) = results(server, token, &["status", node]);
+            (r[node]["state"] == state).then_some(())
+        },
+    );
+}
+
+/// fence_redfish with the shipped platform over HTTPS: status, on, off and
+/// restart through `power`, each seen in the emulator, only on the asked
+/// system; the password shows in no answer and no log.
+#[test]
+fn fence_redfish_status_on_off_restart_through_power() {
+    let sushy = Sushy::start(&["r1", "r2"]);
+    let tls = TlsFront::start(&sushy.host);
+    let (u1, u2) = (&sushy.systems[0].uuid, &sushy.systems[1].uuid);
+    let (server, token) = server(
+        &[],
+        &[
+            redfish_node("r1", tls.port, u1, &sushy.password, &[]),
+            redfish_node("r2", tls.port, u2, &sushy.password, &[]),
+        ],
+        &[],
+    );
+
+    let (code, r, _) = results(&server, &token, &["status", "r1", "r2"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    assert!(r.values().all(|n| n["state"] == "off"), "{r:?}");
+
+    // The agent itself waits until the system is on.
+    let (code, r, _) = results(&server, &token, &["on", "r1"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    sushy.wait_power_state(u1, "On", REDFISH_DEADLINE);
+    assert_eq!(sushy.power_state(u2), "Off", "only the asked system");
+    wait_status(&server, &token, "r1", "on");
+
+    let (code, r, _) = results(&server, &token, &["off", "r1"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    sushy.wait_power_state(u1, "Off", REDFISH_DEADLINE);
+    wait_status(&server, &token, "r1", "off");
+
+    let (code, r, _) = results(&server, &token, &["restart", "r1"]);
+    assert_eq!(code, 0, "{r:?}\n{}", server.log());
+    sushy.wait_power_state(u1, "On", REDFISH_DEADLINE);
+    assert_eq!(sushy.power_state(u2), "Off");
+    let resets = sushy
+        .log()
+        .matches(&format!("\"POST /redfish/v1/Systems/{u1}/Actions"))
+        .count();
+    assert!(resets >= 3, "on, off and a restart reached the emulator");
+
+    let (code, r, all) = results(&server, &token, &["status", "r1", "r2"]);
+    assert_eq!(code, 0, "{r:?}");
+    assert_eq!(r["r1"]["state"], "on", "{r:?}");
+    assert_eq!(r["r2"]["state"], "off", "{r:?}");
+    assert_hidden(&server, &token, "r1,r2", &sushy.password, &all);
+}
+
+/// fence_redfish failures say what went wrong: a wrong password is an
+/// authentication refusal (HTTP 401), a port nobody listens on is
+/// unreachable, a self-signed certificate without fence_ssl_insecure is
+/// not trusted, plain HTTP is a failed TLS handshake. All fail fast, none
+/// succeeds, nothing is switched, and no password shows.
+#[test]
+fn fence_redfish_failures_say_why() {
+    let sushy = Sushy::start_with(&[("x1", "On")]);
+    let tls = TlsFront::start(&sushy.host);
+    let uuid = &sushy.systems[0].uuid;
+    let wrong = "not-the-password-4711";
+    let dead = free_port();
+    let plain: u16 = sushy.host.rsplit(':').next().unwrap().parse().unwrap();
+    let (server, token) = server(
+        &[],
+        &[
+            redfish_node("bad", tls.port, uuid, wrong, &[]),
+            redfish_node("dead", dead, uuid, &sushy.password, &[]),
+            redfish_node(
+                "untrusted",
+                tls.port,
+                uuid,
+                &sushy.password,
+                &[("fence_ssl_insecure", "")],
+            ),
+            redfish_node("plain", plain, uuid, &sushy.password, &[]),
+        ],
+        &[],
+    );
+    let all_nodes = "bad,dead,untrusted,plain";
+    for action in ["status", "on", "off", "restart"] {
+        let start = Instant::now();
+        let (code, r, all) = results(&server, &token, &[action, all_nodes]);
+        assert!(start.elapsed() < Duration::from_secs(30), "{action}");
+        assert_eq!(code, 1, "{action}: {r:?}");
+        assert!(r.values().all(|n| n["success"] == false), "{action}: {r:?}");
+        let e = error(&r, "bad");
+        assert!(
+            e.contains(&format!("127.0.0.1:{}", tls.port))
+                && e.contains("authentication refused (HTTP 401"),
+            "{action}: {e}"
+        );
+        let e = error(&r, "dead");
+        assert!(
+            e.contains(&format!("127.0.0.1:{dead}"))
+                && e.contains("endpoint unreachable (connection refused)"),
+            "{action}: {e}"
+        );
+        let e = error(&r, "untrusted");
+        assert!(e.contains("TLS certificate not trusted"), "{action}: {e}");
+        let e = error(&r, "plain");
+        assert!(e.contains("TLS handshake failed"), "{action}: {e}");
+        assert_hidden(&server, &token, all_nodes, wrong, &all);
+        assert_hidden(&server, &token, all_nodes, &sushy.password, &all);
+    }
+    assert_eq!(sushy.power_state(uuid), "On", "nothing was switched");
+}
+
+/// The options are checked before the agent runs, with errors that name
+/// the problem: an option the agent does not have (from its own
+/// `-o metadata`), an agent that is not installed, a name that is not a
+/// fence agent's, and a value with a line break (which would smuggle in a
+/// second option).
+#[test]
+fn fence_options_are_checked_against_the_agent() {
+    let platform = "platforms:\n  bmc:\n    driver: fence\n    \
+                    variables: [fence_agent, fence_ip, fence_plgu]\n";
+    let (server, token) = server(
+        &[("20-bmc.yaml", platform)],
+        &[
+            node(
+                "typo",
+                "bmc",
+                &[("fence_agent", "fence_ipmilan"), ("fence_plgu", "3")],
+            ),
+            node("missing", "bmc", &[("fence_agent", "fence_nosuchagent")]),
+            node("notfence", "bmc", &[("fence_agent", "/bin/sh")]),
+            node("none", "bmc", &[("fence_ip", "127.0.0.1")]),
+            node(
+                "smuggle",
+                "bmc",
+                &[
+                    ("fence_agent", "fence_ipmilan"),
+                    ("fence_ip", "127.0.0.1\nipmitool_path=/bin/true"),
+                ],
+            ),
+        ],
+        &[],
+    );
+    let (code, r, _) = results(
+        &server,
+        &token,
+        &["status", "typo,missing,notfence,none,smuggle"],
+    );
+    assert_eq!(code, 1, "{r:?}");
+    let expect = [
+        (
+            "typo",
+            "fence_ipmilan has no option 'plgu' (from fence_plgu)",
+        ),
+        ("missing", "fence agent fence_nosuchagent not found"),
+        (
+            "notfence",
+            "fence_agent '/bin/sh' is not a fence agent's name",
+        ),
+        ("none", "no fence agent for node none"),
+        ("smuggle", "fence_ip: the value holds a line break"),
+    ];
+    for (node, text) in expect {
+        assert_eq!(r[node]["success"], false, "{node}: {r:?}");
+        let e = error(&r, node);
+        assert!(e.contains(text), "{node}: {e}");
+    }
+}
+
+/// Options reach the agent on its stdin only: an agent wrapper first on
+/// the server's PATH records its command line and its environment's
+/// fence_* names, and neither holds the password (the agent's argv is
+/// empty, or `-o metadata`).
+#[test]
+fn fence_password_never_on_the_agent_command_line() {
+    let sushy = Sushy::start_with(&[("argv1", "Off")]);
+    let tls = TlsFront::start(&sushy.host);
+    let bin = tempfile::tempdir().unwrap();
+    let record = bin.path().join("argv.log");
+    let real = ["/usr/sbin/fence_redfish", "/sbin/fence_redfish"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .map(Path::to_path_buf)
+        .or_else(|| which::which("fence_redfish").ok())
+        .expect("fence_redfish is not installed: run scripts/install-test-deps");
+    let wrapper = bin.path().join("fence_redfish");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{{ printf 'argv=%s\\n' \"$*\"; env | grep '^fence_' | cut -d= -f1; }} >> {}\n\
+             exec {} \"$@\"\n",
+            q(&record.to_string_lossy()),
+            q(&real.to_string_lossy())
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let uuid = &sushy.systems[0].uuid;
+    let (server, token) = server(
+        &[],
+        &[redfish_node("argv1", tls.port, uuid, &sushy.password, &[])],
+        &[("PATH", &path)],
+    );
+    for action in ["status", "on"] {
+        let (code, r, all) = results(&server, &token, &[action, "argv1"]);
+        assert_eq!(code, 0, "{action}: {r:?}\n{}", server.log());
+        assert_hidden(&server, &token, "argv1", &sushy.password, &all);
+    }
+    sushy.wait_power_state(uuid, "On", REDFISH_DEADLINE);
+    let lines = std::fs::read_to_string(&record).expect("the wrapper ran");
+    // Each run (the API checks above ran some statuses too) is one
+    // `-o metadata` and one run with an empty command line.
+    let argvs: Vec<&str> = lines.lines().filter(|l| l.starts_with("argv=")).collect();
+    assert!(argvs.len() >= 4 && argvs.len() % 2 == 0, "{lines}");
+    for pair in argvs.chunks(2) {
+        assert_eq!(pair, ["argv=-o metadata", "argv="], "{lines}");
+    }
+    assert!(
+        lines.lines().all(|l| l.starts_with("argv=")),
+        "no fence_* variable reaches the agent: {lines}"
+    );
+    assert!(!lines.contains(&sushy.password), "{lines}");
+}
