@@ -134,10 +134,32 @@ impl Moto {
         env
     }
 
-    /// The private files and settings, without credentials.
+    /// The private files and settings, without credentials. The server
+    /// inherits the test runner's environment, and the harness can only set
+    /// variables: an AWS setting of the user's that would change where the
+    /// CLI looks for credentials is set to its empty or default value here
+    /// (the CLI treats an empty key, token or role as unset).
     pub fn private_env(&self) -> Vec<(OsString, OsString)> {
         let d = self.dir.path();
-        vec![
+        let mut env: Vec<(OsString, OsString)> = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CA_BUNDLE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_EC2",
+        ]
+        .into_iter()
+        .map(|k| (k.into(), "".into()))
+        .collect();
+        env.extend([
+            ("AWS_PROFILE".into(), "default".into()),
+            ("AWS_DEFAULT_PROFILE".into(), "default".into()),
+        ]);
+        env.extend([
             ("HOME".into(), d.join("home").into()),
             ("AWS_CONFIG_FILE".into(), d.join("config").into()),
             (
@@ -147,7 +169,8 @@ impl Moto {
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ("AWS_DEFAULT_REGION".into(), REGION.into()),
             ("AWS_PAGER".into(), "".into()),
-        ]
+        ]);
+        env
     }
 
     /// Run `aws ARGS... --endpoint-url URL --output json` with the
@@ -281,6 +304,12 @@ impl Moto {
 fn spawn(bin: &Path, dir: &Path, port: u16) -> Child {
     let log = std::fs::File::create(dir.join("moto.log")).unwrap();
     let mut cmd = Command::new(bin);
+    // moto uses boto itself: none of the user's AWS settings may reach it.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+            cmd.env_remove(key);
+        }
+    }
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .env("HOME", dir.join("home"))
         .env("TMPDIR", dir)
