@@ -114,13 +114,22 @@ fn a_broken_copy_fails_naming_file_and_line() {
     let out = check(&dir, &[&drivers]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr.contains(&format!(
-            "{}:{line}:15: node demo01: unknown platform \"simm\" (defined: aws, azure, ipmi, sim)",
-            demo.display()
-        )),
-        "{stderr}"
+    let expected = format!(
+        "{}:{line}:15: node demo01: unknown platform \"simm\" (defined: ",
+        demo.display()
     );
+    let defined = stderr
+        .split(&expected)
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let defined: Vec<&str> = defined.split(", ").collect();
+    for platform in ["aws", "azure", "ipmi", "sim"] {
+        assert!(defined.contains(&platform), "{platform} not in {defined:?}");
+    }
+    let mut sorted = defined.clone();
+    sorted.sort();
+    assert_eq!(defined, sorted, "the defined platforms are listed in order");
 }
 
 /// Shell syntax errors in inline commands, and drivers that are missing or

@@ -11,20 +11,41 @@ use std::collections::{BTreeMap, HashMap};
 pub type Warnings = Vec<Diagnostic>;
 
 /// Merge fragments in read order. Every error is reported, not only the first.
+///
+/// A platform defined in two files of one directory is an error; defined in
+/// files of two directories, the later directory's definition wins (an
+/// admin redefines a packaged platform, as a later file replaces an earlier
+/// one), with a warning naming both.
 pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     let mut node_at: HashMap<String, Location> = HashMap::new();
-    let mut platforms: BTreeMap<String, Platform> = BTreeMap::new();
+    let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
     let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
 
     for fragment in fragments {
+        let precedence = fragment.precedence;
         for def in fragment.platforms {
             let name = def.name.value.clone();
-            if let Some(first) = platforms.get(&name) {
-                errors.push(twice("platform", &name, &first.defined_at, &def.name.at));
-                continue;
+            if let Some((first, first_precedence)) = platforms.get(&name) {
+                let (kept, dropped) = match precedence.cmp(first_precedence) {
+                    std::cmp::Ordering::Equal => {
+                        errors.push(twice("platform", &name, &first.defined_at, &def.name.at));
+                        continue;
+                    }
+                    std::cmp::Ordering::Less => (&first.defined_at, &def.name.at),
+                    std::cmp::Ordering::Greater => (&def.name.at, &first.defined_at),
+                };
+                warnings.push(Diagnostic::at(
+                    kept,
+                    format!(
+                        "platform {name}: replaces the one at {dropped} (a later directory wins)"
+                    ),
+                ));
+                if precedence < *first_precedence {
+                    continue;
+                }
             }
             let platform = Platform {
                 name: name.clone(),
@@ -36,7 +57,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                 concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
             };
-            platforms.insert(name, platform);
+            platforms.insert(name, (platform, precedence));
         }
         for def in fragment.nodes {
             let Some(platform) = def.platform else {
@@ -82,6 +103,11 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
             );
         }
     }
+
+    let platforms: BTreeMap<String, Platform> = platforms
+        .into_iter()
+        .map(|(name, (platform, _))| (name, platform))
+        .collect();
 
     // Cross-references, once every file is in.
     for node in &nodes {
@@ -158,7 +184,7 @@ fn twice(what: &str, name: &str, first: &Location, second: &Location) -> Diagnos
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::parse::parse;
+    use crate::topology::parse::{parse, DriverSpec};
     use std::sync::Arc;
 
     fn fragment(file: &str, text: &str) -> Fragment {
@@ -222,6 +248,23 @@ mod tests {
                 "c.yaml:2:3: group g is defined twice: first at b.yaml:2:3, again here",
             ]
         );
+    }
+
+    #[test]
+    fn a_later_directory_redefines_a_platform_with_a_warning() {
+        let vendor = fragment("v/10-p.yaml", "platforms:\n  p:\n    driver: vendor\n");
+        let admin = Fragment {
+            precedence: 1,
+            ..fragment("a/50-mine.yaml", "platforms:\n  p:\n    driver: mine\n")
+        };
+        // Read in either order (lexical file order crosses directories),
+        // the admin's definition wins.
+        for fragments in [vec![vendor.clone(), admin.clone()], vec![admin, vendor]] {
+            let (t, warnings) = merge(fragments).unwrap();
+            assert!(matches!(&t.platforms["p"].driver, DriverSpec::DropIn(d) if d.value == "mine"));
+            let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+            assert_eq!(w, ["a/50-mine.yaml:2:3: platform p: replaces the one at v/10-p.yaml:2:3 (a later directory wins)"]);
+        }
     }
 
     #[test]

@@ -35,10 +35,10 @@ pub struct LoadedTopology {
 
 /// Load the topology from `dirs` (lowest precedence first).
 pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
-    let files = sources::resolve(dirs).map_err(LoadErrors)?;
+    let sources = sources::resolve(dirs).map_err(LoadErrors)?;
     let mut errors = Vec::new();
     let mut fragments = Vec::new();
-    for (_, resolved) in &files {
+    for (_, resolved, precedence) in &sources {
         let Resolved::File(path) = resolved else {
             continue;
         };
@@ -51,7 +51,10 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
             }
         };
         match parse::parse(&label, &text) {
-            Ok(fragment) => fragments.push(fragment),
+            Ok(fragment) => fragments.push(parse::Fragment {
+                precedence: *precedence,
+                ..fragment
+            }),
             Err(mut e) => errors.append(&mut e),
         }
     }
@@ -59,6 +62,10 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
         return Err(LoadErrors(errors));
     }
     let (topology, warnings) = merge::merge(fragments).map_err(LoadErrors)?;
+    let files = sources
+        .into_iter()
+        .map(|(name, resolved, _)| (name, resolved))
+        .collect();
     Ok(LoadedTopology {
         topology,
         warnings,
@@ -221,5 +228,39 @@ mod tests {
         );
         assert_eq!(t.platforms["aws"].status_off_exit_code, 123);
         assert!(loaded.warnings.is_empty());
+    }
+
+    /// Dropped into the admin's directory over the shipped platforms (which
+    /// define ipmi, aws and azure too), the reference file still loads: its
+    /// platforms replace the packaged ones, with a warning each.
+    #[test]
+    fn the_reference_topology_loads_over_the_shipped_platforms() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("topology.d");
+        let admin = tmp.path().join("admin");
+        write(
+            &admin,
+            "topology.yaml",
+            include_str!("../../tests/fixtures/reference-topology.yaml"),
+        );
+        let loaded = load(&[shipped, admin.clone()]).unwrap();
+        let t = &loaded.topology;
+        assert!(t.node("node01").is_some() && t.node("demo01").is_some());
+        let ipmi = &t.platforms["ipmi"];
+        assert_eq!(
+            ipmi.defined_at.file.as_ref(),
+            admin.join("topology.yaml").display().to_string()
+        );
+        assert_eq!(ipmi.variables, ["name", "ipmi_username"]);
+        let replaced: Vec<&str> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("replaces the one at"))
+            .map(|w| w.message.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            replaced,
+            ["platform ipmi", "platform aws", "platform azure"]
+        );
     }
 }

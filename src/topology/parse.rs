@@ -37,6 +37,9 @@ pub struct Fragment {
     pub platforms: Vec<PlatformDef>,
     /// `groups` entries, in file order.
     pub groups: Vec<GroupDef>,
+    /// The index of the directory the file came from (later directories
+    /// take precedence); set by the loader, 0 when parsed alone.
+    pub precedence: usize,
 }
 
 /// One `static_nodes` entry; its key may be a hostlist naming many nodes.

@@ -20,12 +20,16 @@ pub enum Resolved {
     Masked(PathBuf),
 }
 
+/// One file name's outcome, and the index in `dirs` of the directory that
+/// decided it.
+pub type Source = (OsString, Resolved, usize);
+
 /// Resolve the fragment files of `dirs`, in precedence order (later wins).
 /// A directory that does not exist contributes nothing.
-pub fn resolve(dirs: &[PathBuf]) -> Result<Vec<(OsString, Resolved)>, Vec<Diagnostic>> {
-    let mut by_name: BTreeMap<OsString, Resolved> = BTreeMap::new();
+pub fn resolve(dirs: &[PathBuf]) -> Result<Vec<Source>, Vec<Diagnostic>> {
+    let mut by_name: BTreeMap<OsString, (Resolved, usize)> = BTreeMap::new();
     let mut errors = Vec::new();
-    for dir in dirs {
+    for (precedence, dir) in dirs.iter().enumerate() {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -54,8 +58,8 @@ pub fn resolve(dirs: &[PathBuf]) -> Result<Vec<(OsString, Resolved)>, Vec<Diagno
             }
             let path = entry.path();
             match masks(&path) {
-                Ok(true) => by_name.insert(name, Resolved::Masked(path)),
-                Ok(false) => by_name.insert(name, Resolved::File(path)),
+                Ok(true) => by_name.insert(name, (Resolved::Masked(path), precedence)),
+                Ok(false) => by_name.insert(name, (Resolved::File(path), precedence)),
                 Err(e) => {
                     errors.push(Diagnostic::general(format!("{}: {e}", path.display())));
                     continue;
@@ -64,7 +68,10 @@ pub fn resolve(dirs: &[PathBuf]) -> Result<Vec<(OsString, Resolved)>, Vec<Diagno
         }
     }
     if errors.is_empty() {
-        Ok(by_name.into_iter().collect())
+        Ok(by_name
+            .into_iter()
+            .map(|(name, (resolved, precedence))| (name, resolved, precedence))
+            .collect())
     } else {
         Err(errors)
     }
