@@ -154,7 +154,8 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
 }
 
 /// An instance id the endpoint does not know, an instance in neither
-/// state, and an endpoint that refuses connections fail saying why: never
+/// state, an endpoint that refuses connections, and a node without an
+/// instance id fail saying why: never
 /// success, never a hang. The refused endpoint is tried with the CLI's
 /// default retries, as a packaged server would.
 #[test]
@@ -178,6 +179,10 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
             "dead",
             "i-0123456789abcdef0",
             &[("aws_endpoint_url", &dead)],
+        ),
+        format!(
+            "  unset:\n    platform: aws\n    aws_endpoint_url: {:?}\n",
+            moto.url
         ),
     ];
     let server = server(&nodes, moto.server_env());
@@ -204,6 +209,11 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
     assert!(!status.success());
     assert_failed(&rows[0..1], false, "InvalidInstanceID.NotFound");
     assert_failed(&rows[1..2], false, "Could not connect to the endpoint URL");
+
+    // A node without ec2_id fails before any aws call.
+    let (status, rows) = power(&server, &token, &["status", "unset"]);
+    assert!(!status.success());
+    assert_failed(&rows, true, "ec2_id: node variable ec2_id is not set");
 }
 
 /// An endpoint that accepts the connection and never answers times out
