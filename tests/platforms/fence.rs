@@ -388,11 +388,14 @@ fn fence_redfish_status_on_off_restart_through_power() {
     let sushy = Sushy::start(&["r1", "r2"]);
     let tls = TlsFront::start(&sushy.host);
     let (u1, u2) = (&sushy.systems[0].uuid, &sushy.systems[1].uuid);
+    let slow = &[("fence_power_timeout", "30")];
     let (server, token) = server(
         &[],
         &[
-            redfish_node("r1", tls.port, u1, &sushy.password, &[]),
-            redfish_node("r2", tls.port, u2, &sushy.password, &[]),
+            // The emulator takes up to 11 s per reset, more when the
+            // machine is busy: more room than the agent's default 20 s.
+            redfish_node("r1", tls.port, u1, &sushy.password, slow),
+            redfish_node("r2", tls.port, u2, &sushy.password, slow),
         ],
         &[],
     );
