@@ -5,8 +5,8 @@
 //! makes only a handful: the platform makes one per node and action, the
 //! harness reads many instances' states in one.
 
-use crate::support::moto::{self, Moto, REGION};
-use crate::support::{self, Server};
+use crate::support::moto::{Moto, REGION};
+use crate::support::{self, daemon, Server};
 use serde_json::Value;
 use std::process::ExitStatus;
 
@@ -170,7 +170,7 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
         "--instance-ids",
         &ids[0],
     ]);
-    let dead = format!("http://127.0.0.1:{}", moto::closed_port());
+    let dead = format!("http://127.0.0.1:{}", daemon::closed_port());
     let live = [("aws_endpoint_url", moto.url.as_str())];
     let nodes = [
         node("ghost", "i-0123456789abcdef0", &live),

@@ -10,8 +10,9 @@
 //! emulator applies a reset after a random 1 to 11 s delay: states are
 //! polled with a deadline.
 
+use crate::support::daemon::{free_port, spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
-use crate::support::sushy::{free_port, Sushy, REDFISH_DEADLINE};
+use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
 use crate::support::{checkout, poll, power, Server};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -236,8 +237,9 @@ fn fence_ipmilan_wrong_password_and_dead_bmc_fail_clearly() {
 /// process group) when dropped.
 struct TlsFront {
     port: u16,
-    dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The certificate, key and log.
+    _dir: tempfile::TempDir,
 }
 
 impl TlsFront {
@@ -252,7 +254,7 @@ impl TlsFront {
         let openssl = which::which("openssl").unwrap_or_else(|_| {
             panic!("openssl is not installed (a test certificate): run scripts/install-test-deps")
         });
-        let mut dir = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("fence-tls")
             .tempdir()
             .expect("temp dir");
@@ -281,64 +283,36 @@ impl TlsFront {
             String::from_utf8_lossy(&out.stderr)
         );
         let log = dir.path().join("socat.log");
-        // A free port can be taken between our bind and socat's: retry.
-        for _ in 0..3 {
-            let port = free_port();
-            let mut cmd = Command::new(&socat);
-            cmd.arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                cert.display(),
-                key.display()
-            ))
-            .arg(format!("TCP:{target}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            let child = cmd.spawn().expect("start socat");
-            let mut front = TlsFront {
-                port,
-                dir,
-                child: Some(child),
-            };
-            let ready = poll("socat to listen", Duration::from_secs(20), || {
-                let child = front.child.as_mut().unwrap();
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Some(false);
-                }
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .is_ok()
-                    .then_some(true)
-            });
-            if ready {
-                return front;
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(text.contains("in use"), "socat did not start: {text}");
-            front.child = None;
-            dir = std::mem::replace(&mut front.dir, tempfile::tempdir().unwrap());
+        let (port, child) = start_on_free_port(
+            "socat",
+            &log,
+            Duration::from_secs(20),
+            |port| {
+                let mut cmd = Command::new(&socat);
+                cmd.arg(format!(
+                    "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                    cert.display(),
+                    key.display()
+                ))
+                .arg(format!("TCP:{target}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+                spawn_group(&mut cmd).expect("start socat")
+            },
+            |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        TlsFront {
+            port,
+            child: Some(child),
+            _dir: dir,
         }
-        panic!("socat found no free port in three tries");
     }
 }
 
 impl Drop for TlsFront {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let group = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = child.try_wait() {
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
+        stop_group(self.child.take(), STOP_GRACE);
     }
 }
 

@@ -3,7 +3,8 @@
 //! server and the real `power` client. The emulator applies a reset after
 //! a random 1 to 11 s delay, so state changes are polled with a deadline.
 
-use crate::support::sushy::{free_port, Sushy, REDFISH_DEADLINE};
+use crate::support::daemon::free_port;
+use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
 use crate::support::{checkout, poll, power, Server};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

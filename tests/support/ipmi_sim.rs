@@ -43,6 +43,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::daemon::{spawn_group, stop_group};
+
 /// The standard IPMI-over-LAN port every simulated BMC listens on.
 pub const IPMI_PORT: u16 = 623;
 /// The cipher suite ipmitool must ask ipmi_sim for (`-C 3`).
@@ -251,24 +253,10 @@ impl Bmc {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
-    /// SIGTERM to the process group, SIGKILL after a deadline.
+    /// SIGTERM to the process group (and whatever it started, a chassis
+    /// control run), SIGKILL after a deadline.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let group = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < STOP_DEADLINE {
-            if let Ok(Some(_)) = child.try_wait() {
-                // Whatever it started (a chassis control run) goes too.
-                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
+        stop_group(self.child.take(), STOP_DEADLINE);
     }
 }
 
@@ -351,8 +339,7 @@ set_working_mc 0x20
     )
     .unwrap();
     let log = std::fs::File::create(&log_file).unwrap();
-    let child = {
-        use std::os::unix::process::CommandExt;
+    let child = spawn_group(
         Command::new("ipmi_sim")
             .arg("-n")
             .arg("-c")
@@ -364,11 +351,9 @@ set_working_mc 0x20
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start ipmi_sim")
-    };
+            .stderr(log),
+    )
+    .expect("start ipmi_sim");
     Bmc {
         addr,
         port: IPMI_PORT,

@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::daemon::{spawn_group, stop_group, STOP_GRACE};
+
 /// How long the daemon may take to accept connections and keep state.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -120,8 +122,7 @@ impl Libvirtd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let daemon = cmd.spawn().expect("start libvirtd");
+        let daemon = spawn_group(&mut cmd).expect("start libvirtd");
         let mut lv = Libvirtd {
             uri: format!("test+unix:///default?socket={}", socket.display()),
             socket,
@@ -137,8 +138,7 @@ impl Libvirtd {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(lv.dir.path().join("events.log")).unwrap())
             .stderr(std::fs::File::create(lv.dir.path().join("holder.log")).unwrap());
-        std::os::unix::process::CommandExt::process_group(&mut holder, 0);
-        lv.holder = Some(holder.spawn().expect("start virsh event --loop"));
+        lv.holder = Some(spawn_group(&mut holder).expect("start virsh event --loop"));
         lv.wait_persistent();
         lv
     }
@@ -242,8 +242,8 @@ impl Libvirtd {
 
 impl Drop for Libvirtd {
     fn drop(&mut self) {
-        stop(&mut self.holder);
-        stop(&mut self.daemon);
+        stop_group(self.holder.take(), STOP_GRACE);
+        stop_group(self.daemon.take(), STOP_GRACE);
     }
 }
 
@@ -269,23 +269,4 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
             chown_tree(&entry.unwrap().path(), uid, gid);
         }
     }
-}
-
-/// Kill a process group led by `child` (TERM, then KILL) and reap it.
-fn stop(child: &mut Option<Child>) {
-    let Some(mut child) = child.take() else {
-        return;
-    };
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    let _ = child.wait();
 }

@@ -15,6 +15,7 @@
 
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+pub mod daemon;
 pub mod ipmi_sim;
 pub mod libvirtd;
 pub mod moto;
@@ -435,18 +436,12 @@ fn signal(child: &Child, sig: nix::sys::signal::Signal) {
 }
 
 fn wait_or_kill(child: &mut Child) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for power-server") {
-            return status;
-        }
-        if start.elapsed() > STOP_DEADLINE {
-            let _ = child.kill();
-            let status = child.wait().expect("wait for power-server");
-            panic!("power-server did not exit within {STOP_DEADLINE:?} of SIGTERM ({status})");
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if let Some(status) = daemon::wait_exit(child, STOP_DEADLINE) {
+        return status;
     }
+    let _ = child.kill();
+    let status = child.wait().expect("wait for power-server");
+    panic!("power-server did not exit within {STOP_DEADLINE:?} of SIGTERM ({status})");
 }
 
 impl Drop for Server {
@@ -457,22 +452,12 @@ impl Drop for Server {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let exited = |child: &mut Child, within: Duration| {
-            let start = Instant::now();
-            while start.elapsed() < within {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            false
-        };
         signal(&child, nix::sys::signal::Signal::SIGTERM);
-        if exited(&mut child, Duration::from_secs(5)) {
+        if daemon::wait_exit(&mut child, Duration::from_secs(5)).is_some() {
             return;
         }
         signal(&child, nix::sys::signal::Signal::SIGTERM);
-        if exited(&mut child, STOP_DEADLINE) {
+        if daemon::wait_exit(&mut child, STOP_DEADLINE).is_some() {
             return;
         }
         let _ = child.kill();

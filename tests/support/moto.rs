@@ -23,7 +23,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::daemon::{spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 
 /// How long the server may take to answer its first request (Python
 /// start-up on a loaded 2-core machine).
@@ -73,38 +75,34 @@ impl Moto {
         )
         .unwrap();
         std::fs::write(dir.path().join("credentials"), "").unwrap();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
 
-        // A free port can be taken by someone else between our bind and
-        // the server's: then try another one.
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let mut probe = Probe {
-                url: format!("http://127.0.0.1:{port}"),
-                log: dir.path().join("moto.log"),
-                child: Some(spawn(&bin, dir.path(), port)),
-            };
-            match probe.wait_ready() {
-                Ok(()) => {
-                    return Moto {
-                        url: probe.url.clone(),
-                        access_key: "test".into(),
-                        secret_key: "test".into(),
-                        aws,
-                        child: probe.child.take(),
-                        dir,
-                    }
-                }
-                Err(log) => {
-                    drop(probe);
-                    if !log.contains("in use") {
-                        panic!("moto_server did not start; its log:\n{log}");
-                    }
-                    last_log = log;
-                }
-            }
+        let log = dir.path().join("moto.log");
+        let (port, child) = start_on_free_port(
+            "moto_server",
+            &log,
+            START_DEADLINE,
+            |port| spawn(&bin, dir.path(), port),
+            |port| {
+                // Any HTTP answer will do.
+                agent
+                    .get(format!("http://127.0.0.1:{port}/moto-api/"))
+                    .call()
+                    .is_ok()
+            },
+        );
+        Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            access_key: "test".into(),
+            secret_key: "test".into(),
+            aws,
+            child: Some(child),
+            dir,
         }
-        panic!("moto_server did not start; its log:\n{last_log}");
     }
 
     /// The server's log (its stdout and stderr).
@@ -317,89 +315,11 @@ fn spawn(bin: &Path, dir: &Path, port: u16) -> Child {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
-}
-
-/// A server being started: killed when dropped unless taken.
-struct Probe {
-    url: String,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Probe {
-    /// Wait until the server answers any HTTP request, or return the log.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("(exited: {status})\n{}", log()));
-                }
-            }
-            if agent.get(format!("{}/moto-api/", self.url)).call().is_ok() {
-                return Ok(());
-            }
-            if start.elapsed() > START_DEADLINE {
-                return Err(format!("(no answer within {START_DEADLINE:?})\n{}", log()));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-/// Kill a process group led by `child` (TERM, then KILL) and reap it.
-fn stop(child: &mut Option<Child>) {
-    let Some(mut child) = child.take() else {
-        return;
-    };
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            // Anything else left in the group goes too.
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    let _ = child.wait();
+    spawn_group(&mut cmd).unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        stop_group(self.child.take(), STOP_GRACE);
     }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// A loopback port nothing listens on: bound and released, so a
-/// connection to it is refused (a dead endpoint).
-pub fn closed_port() -> u16 {
-    free_port()
 }

@@ -27,7 +27,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::daemon::{spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 
 /// How long the emulator may take to answer its first request (Python
 /// start-up on a loaded 2-core machine).
@@ -142,40 +144,31 @@ impl Sushy {
         )
         .unwrap();
 
-        // A free port can be taken by someone else between our bind and
-        // the emulator's: then try another one.
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let child = spawn(&bin, &config, dir.path(), port);
-            let mut probe = Probe {
-                url: format!("{scheme}://127.0.0.1:{port}"),
-                log: dir.path().join("sushy.log"),
-                child: Some(child),
-            };
-            match probe.wait_ready() {
-                Ok(()) => {
-                    return Sushy {
-                        url: probe.url.clone(),
-                        host: format!("127.0.0.1:{port}"),
-                        user,
-                        password,
-                        systems: list,
-                        ca_cert,
-                        child: probe.child.take(),
-                        dir,
-                    }
-                }
-                Err(log) => {
-                    drop(probe);
-                    if !log.contains("in use") {
-                        panic!("sushy-emulator did not start; its log:\n{log}");
-                    }
-                    last_log = log;
-                }
-            }
+        let log = dir.path().join("sushy.log");
+        let probe = agent(Duration::from_secs(5));
+        let (port, child) = start_on_free_port(
+            "sushy-emulator",
+            &log,
+            START_DEADLINE,
+            |port| spawn(&bin, &config, dir.path(), port),
+            |port| {
+                // The service root needs no credentials.
+                probe
+                    .get(format!("{scheme}://127.0.0.1:{port}/redfish/v1/"))
+                    .call()
+                    .is_ok_and(|r| r.status().as_u16() == 200)
+            },
+        );
+        Sushy {
+            url: format!("{scheme}://127.0.0.1:{port}"),
+            host: format!("127.0.0.1:{port}"),
+            user,
+            password,
+            systems: list,
+            ca_cert,
+            child: Some(child),
+            dir,
         }
-        panic!("sushy-emulator did not start; its log:\n{last_log}");
     }
 
     /// The emulator's log (its stdout and stderr).
@@ -269,75 +262,12 @@ fn spawn(bin: &Path, config: &Path, dir: &Path, port: u16) -> Child {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
-}
-
-/// An emulator being started: killed when dropped unless taken.
-struct Probe {
-    url: String,
-    log: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Probe {
-    /// Wait until the service root (which needs no credentials) answers,
-    /// or return the log.
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let agent = agent(Duration::from_secs(5));
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("(exited: {status})\n{}", log()));
-                }
-            }
-            if let Ok(r) = agent.get(format!("{}/redfish/v1/", self.url)).call() {
-                if r.status().as_u16() == 200 {
-                    return Ok(());
-                }
-            }
-            if start.elapsed() > START_DEADLINE {
-                return Err(format!("(no answer within {START_DEADLINE:?})\n{}", log()));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Probe {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-/// Kill a process group led by `child` (TERM, then KILL) and reap it.
-fn stop(child: &mut Option<Child>) {
-    let Some(mut child) = child.take() else {
-        return;
-    };
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            // Anything else left in the group goes too.
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
-    let _ = child.wait();
+    spawn_group(&mut cmd).unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 impl Drop for Sushy {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        stop_group(self.child.take(), STOP_GRACE);
     }
 }
 
@@ -375,14 +305,6 @@ fn self_signed(cert: &Path, key: &Path) {
             .stdin(Stdio::null()),
     );
     assert!(status.success(), "openssl req -x509 failed: {err}");
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// Write an htpasswd file with one bcrypt entry for `user`. The password
