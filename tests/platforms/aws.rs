@@ -5,16 +5,10 @@
 //! makes only a handful: the platform makes one per node and action, the
 //! harness reads many instances' states in one.
 
+use super::{power_rows, start_server, static_nodes, Row};
 use crate::support::moto::{Moto, REGION};
-use crate::support::{self, daemon, Server};
-use serde_json::Value;
-use std::process::ExitStatus;
-
-/// The shipped fragment, as a vendor installs it.
-fn shipped() -> String {
-    std::fs::read_to_string(support::checkout().join("topology.d/10-aws.yaml"))
-        .expect("read topology.d/10-aws.yaml")
-}
+use crate::support::{daemon, Server};
+use std::ffi::OsString;
 
 /// A node on the aws platform: `(name, instance id, extra variables)`.
 fn node(name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
@@ -28,61 +22,8 @@ fn node(name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
 
 /// Start a server with the shipped fragment, these nodes and this
 /// environment.
-fn server(nodes: &[String], env: Vec<(std::ffi::OsString, std::ffi::OsString)>) -> Server {
-    let nodes = format!("static_nodes:\n{}", nodes.concat());
-    let mut builder = Server::builder()
-        .file("10-aws.yaml", &shipped())
-        .file("50-nodes.yaml", &nodes);
-    for (k, v) in env {
-        builder = builder.env(k, v);
-    }
-    builder.start()
-}
-
-/// Run `power --json ARGS...`; the exit status and each node's result as
-/// `(name, success, state, error)`.
-fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, Vec<Row>) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (status, stdout, stderr) = support::power(server, token, &all);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "power {args:?}: not JSON ({e}): {stdout}\nstderr: {stderr}\nserver log:\n{}",
-            server.log()
-        )
-    });
-    let rows = json["nodes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no nodes in {json}"))
-        .iter()
-        .map(|n| Row {
-            name: n["name"].as_str().unwrap_or_default().to_string(),
-            success: n["success"].as_bool().unwrap_or(false),
-            state: n["state"].as_str().map(str::to_string),
-            error: n["error"].as_str().map(str::to_string),
-        })
-        .collect();
-    (status, rows)
-}
-
-/// One node's result as the client reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    name: String,
-    success: bool,
-    state: Option<String>,
-    error: Option<String>,
-}
-
-impl Row {
-    fn ok(name: &str, state: Option<&str>) -> Row {
-        Row {
-            name: name.into(),
-            success: true,
-            state: state.map(str::to_string),
-            error: None,
-        }
-    }
+fn server(nodes: &[String], env: Vec<(OsString, OsString)>) -> Server {
+    start_server("10-aws.yaml", &[], &static_nodes(nodes), env)
 }
 
 /// Assert that every row failed, with `unknown` state for a status, and an
@@ -115,7 +56,7 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
     let server = server(&nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "ec2-[1-3]"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "ec2-[1-3]"]);
     assert_eq!(
         rows,
         ["ec2-1", "ec2-2", "ec2-3"].map(|n| Row::ok(n, Some("on"))),
@@ -124,13 +65,13 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
     );
     assert!(status.success());
 
-    let (status, rows) = power(&server, &token, &["off", "ec2-[1-2]"]);
+    let (status, rows) = power_rows(&server, &token, &["off", "ec2-[1-2]"]);
     assert_eq!(rows, [Row::ok("ec2-1", None), Row::ok("ec2-2", None)]);
     assert!(status.success());
     assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
 
     // Off is the platform's status_off_exit_code 123, as in the reference.
-    let (status, rows) = power(&server, &token, &["status", "ec2-[1-3]"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "ec2-[1-3]"]);
     assert_eq!(
         rows,
         [
@@ -141,13 +82,13 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
     );
     assert!(status.success());
 
-    let (status, rows) = power(&server, &token, &["on", "ec2-1"]);
+    let (status, rows) = power_rows(&server, &token, &["on", "ec2-1"]);
     assert_eq!(rows, [Row::ok("ec2-1", None)]);
     assert!(status.success());
     assert_eq!(moto.states(&ids), ["running", "stopped", "running"]);
 
     // moto reboots at once: the instance stays running.
-    let (status, rows) = power(&server, &token, &["restart", "ec2-3"]);
+    let (status, rows) = power_rows(&server, &token, &["restart", "ec2-3"]);
     assert_eq!(rows, [Row::ok("ec2-3", None)]);
     assert!(status.success());
     assert_eq!(moto.states(&ids), ["running", "stopped", "running"]);
@@ -188,7 +129,7 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
     let server = server(&nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "ghost", "gone", "dead"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "ghost", "gone", "dead"]);
     assert!(!status.success());
     assert_failed(&rows[0..1], true, "InvalidInstanceID.NotFound");
     assert_failed(
@@ -205,13 +146,13 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
         &format!("Could not connect to the endpoint URL: \"{dead}/\""),
     );
 
-    let (status, rows) = power(&server, &token, &["on", "ghost", "dead"]);
+    let (status, rows) = power_rows(&server, &token, &["on", "ghost", "dead"]);
     assert!(!status.success());
     assert_failed(&rows[0..1], false, "InvalidInstanceID.NotFound");
     assert_failed(&rows[1..2], false, "Could not connect to the endpoint URL");
 
     // A node without ec2_id fails before any aws call.
-    let (status, rows) = power(&server, &token, &["status", "unset"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "unset"]);
     assert!(!status.success());
     assert_failed(&rows, true, "ec2_id: node variable ec2_id is not set");
 }
@@ -237,7 +178,7 @@ fn aws_silent_endpoint_times_out() {
     );
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "silent"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "silent"]);
     assert!(!status.success());
     assert_failed(
         &rows,
@@ -274,7 +215,7 @@ fn aws_bad_credentials_are_refused() {
     let server = server(&nodes, env);
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "good"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "good"]);
     assert_eq!(
         rows,
         [Row::ok("good", Some("on"))],
@@ -283,7 +224,7 @@ fn aws_bad_credentials_are_refused() {
     );
     assert!(status.success());
 
-    let (status, rows) = power(&server, &token, &["status", "bad"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "bad"]);
     assert!(!status.success());
     assert_failed(&rows, true, "AuthFailure");
     assert_failed(
@@ -292,7 +233,7 @@ fn aws_bad_credentials_are_refused() {
         "AWS was not able to validate the provided access credentials",
     );
 
-    let (status, rows) = power(&server, &token, &["off", "bad"]);
+    let (status, rows) = power_rows(&server, &token, &["off", "bad"]);
     assert!(!status.success());
     assert_failed(&rows, false, "AuthFailure");
     assert_eq!(moto.state(&ids[0]), "running");

@@ -7,19 +7,13 @@
 //! text, exit codes), keeping each VM's power state in a file. The tests
 //! pin the exact `az` command lines the platform runs.
 
+use super::{power_rows, start_server, Row};
 use crate::support::{self, Server};
-use serde_json::Value;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 
 /// The resource group the test VMs are in.
 const RG: &str = "cluster-rg";
-
-/// The shipped fragment, as a vendor installs it.
-fn shipped() -> String {
-    std::fs::read_to_string(support::checkout().join("topology.d/10-azure.yaml"))
-        .expect("read topology.d/10-azure.yaml")
-}
 
 /// The stand-in's world: its VMs, its argv log, the CLI's config dir.
 struct Azure {
@@ -78,74 +72,24 @@ impl Azure {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![stand_in];
         paths.extend(std::env::split_paths(&path));
-        Server::builder()
-            .file("10-azure.yaml", &shipped())
-            .file("50-nodes.yaml", &format!("static_nodes:\n{nodes}"))
-            .env("PATH", std::env::join_paths(paths).unwrap())
-            .env("AZ_STANDIN_ARGV_LOG", self.argv_log())
-            .env("AZ_STANDIN_VMS", self.dir.path().join("vms"))
-            .env("AZURE_CONFIG_DIR", self.dir.path().join("azure"))
-            .env("HOME", self.dir.path())
-            .start()
+        let env: [(&str, OsString); 5] = [
+            ("PATH", std::env::join_paths(paths).unwrap()),
+            ("AZ_STANDIN_ARGV_LOG", self.argv_log().into()),
+            ("AZ_STANDIN_VMS", self.dir.path().join("vms").into()),
+            ("AZURE_CONFIG_DIR", self.dir.path().join("azure").into()),
+            ("HOME", self.dir.path().into()),
+        ];
+        start_server(
+            "10-azure.yaml",
+            &[],
+            &format!("static_nodes:\n{nodes}"),
+            env,
+        )
     }
 
     fn dir(&self) -> &Path {
         self.dir.path()
     }
-}
-
-/// One node's result as the client reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    name: String,
-    success: bool,
-    state: Option<String>,
-    error: Option<String>,
-}
-
-impl Row {
-    fn ok(name: &str, state: Option<&str>) -> Row {
-        Row {
-            name: name.into(),
-            success: true,
-            state: state.map(str::to_string),
-            error: None,
-        }
-    }
-
-    fn failed(name: &str, state: Option<&str>, error: &str) -> Row {
-        Row {
-            name: name.into(),
-            success: false,
-            state: state.map(str::to_string),
-            error: Some(error.into()),
-        }
-    }
-}
-
-/// Run `power --json ARGS...`; the exit status and each node's result.
-fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, Vec<Row>) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (status, stdout, stderr) = support::power(server, token, &all);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "power {args:?}: not JSON ({e}): {stdout}\nstderr: {stderr}\nserver log:\n{}",
-            server.log()
-        )
-    });
-    let rows = json["nodes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no nodes in {json}"))
-        .iter()
-        .map(|n| Row {
-            name: n["name"].as_str().unwrap_or_default().to_string(),
-            success: n["success"].as_bool().unwrap_or(false),
-            state: n["state"].as_str().map(str::to_string),
-            error: n["error"].as_str().map(str::to_string),
-        })
-        .collect();
-    (status, rows)
 }
 
 /// The status command line the platform runs for VM `name`.
@@ -178,7 +122,7 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
     ));
     let token = server.token(&["--role", "operator"]);
 
-    let (status, rows) = power(&server, &token, &["status", "vm[1-4]"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "vm[1-4]"]);
     assert_eq!(
         rows,
         [
@@ -200,7 +144,7 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
         ["vm1", "vm2", "vm3", "vm4"].map(status_call)
     );
 
-    let (status, rows) = power(&server, &token, &["off", "vm1"]);
+    let (status, rows) = power_rows(&server, &token, &["off", "vm1"]);
     assert_eq!(rows, [Row::ok("vm1", None)]);
     assert!(status.success());
     assert_eq!(
@@ -209,7 +153,7 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
     );
     assert_eq!(azure.state(RG, "vm1"), "stopped");
 
-    let (status, rows) = power(&server, &token, &["on", "vm[2-3]"]);
+    let (status, rows) = power_rows(&server, &token, &["on", "vm[2-3]"]);
     assert_eq!(rows, [Row::ok("vm2", None), Row::ok("vm3", None)]);
     assert!(status.success());
     assert_eq!(
@@ -222,7 +166,7 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
     assert_eq!(azure.state(RG, "vm2"), "running");
     assert_eq!(azure.state(RG, "vm3"), "running");
 
-    let (status, rows) = power(&server, &token, &["restart", "vm1"]);
+    let (status, rows) = power_rows(&server, &token, &["restart", "vm1"]);
     assert_eq!(rows, [Row::ok("vm1", None)]);
     assert!(status.success());
     assert_eq!(
@@ -232,10 +176,10 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
     assert_eq!(azure.state(RG, "vm1"), "running");
 
     // A node naming a subscription passes it on; its status is on.
-    let (status, rows) = power(&server, &token, &["off", "vm5"]);
+    let (status, rows) = power_rows(&server, &token, &["off", "vm5"]);
     assert_eq!(rows, [Row::ok("vm5", None)]);
     assert!(status.success());
-    let (status, rows) = power(&server, &token, &["status", "vm5"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "vm5"]);
     assert_eq!(rows, [Row::ok("vm5", Some("off"))]);
     assert!(status.success());
     assert_eq!(
@@ -266,7 +210,7 @@ fn azure_unknown_vm_or_resource_group_fails_saying_so() {
     );
     let no_group = "Message: Resource group 'no-such-rg' could not be found.";
 
-    let (status, rows) = power(&server, &token, &["status", "ghost", "lost"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "ghost", "lost"]);
     assert_eq!(
         rows,
         [
@@ -278,7 +222,7 @@ fn azure_unknown_vm_or_resource_group_fails_saying_so() {
     );
     assert!(!status.success());
 
-    let (status, rows) = power(&server, &token, &["on", "ghost", "lost"]);
+    let (status, rows) = power_rows(&server, &token, &["on", "ghost", "lost"]);
     assert_eq!(
         rows,
         [
@@ -301,10 +245,10 @@ fn azure_not_logged_in_fails_saying_so() {
     let token = server.token(&["--role", "operator"]);
     let login = "ERROR: Please run 'az login' to setup account.";
 
-    let (status, rows) = power(&server, &token, &["status", "vm1"]);
+    let (status, rows) = power_rows(&server, &token, &["status", "vm1"]);
     assert_eq!(rows, [Row::failed("vm1", Some("unknown"), login)]);
     assert!(!status.success());
-    let (status, rows) = power(&server, &token, &["off", "vm1"]);
+    let (status, rows) = power_rows(&server, &token, &["off", "vm1"]);
     assert_eq!(rows, [Row::failed("vm1", None, login)]);
     assert!(!status.success());
     assert_eq!(azure.state(RG, "vm1"), "running");

@@ -10,25 +10,17 @@
 //! emulator applies a reset after a random 1 to 11 s delay: states are
 //! polled with a deadline.
 
+use super::{
+    all_fail_within, assert_error_has, first_on_path, q, results, start_with_operator,
+    static_nodes, wait_status,
+};
 use crate::support::daemon::{free_port, spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
-use crate::support::{checkout, poll, power, Server};
-use std::collections::BTreeMap;
+use crate::support::Server;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The shipped fragment, as a vendor installs it.
-fn shipped() -> String {
-    std::fs::read_to_string(checkout().join("topology.d/10-fence.yaml"))
-        .expect("read topology.d/10-fence.yaml")
-}
-
-/// A YAML string (JSON's quoting is YAML's).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
 
 /// A node `name` with these variables, as YAML under `static_nodes`.
 fn node(name: &str, platform: &str, vars: &[(&str, &str)]) -> String {
@@ -54,52 +46,15 @@ fn ipmi_node(name: &str, addr: &str, bmc: &Bmc, password: Option<&str>) -> Strin
     node(name, "fence_ipmilan", &vars)
 }
 
-/// A server with the shipped fragment, `nodes` and `env`, and an operator
-/// token.
+/// A server with the shipped fragment, `extra` fragments, `nodes` and
+/// `env`, and an operator token.
 fn server(extra: &[(&str, &str)], nodes: &[String], env: &[(&str, &str)]) -> (Server, String) {
-    let mut builder = Server::builder()
-        .file("10-fence.yaml", &shipped())
-        .files(extra)
-        .file(
-            "50-nodes.yaml",
-            &format!("static_nodes:\n{}", nodes.concat()),
-        );
-    for (k, v) in env {
-        builder = builder.env(k, v);
-    }
-    let server = builder.start();
-    let token = server.token(&["--role", "operator"]);
-    (server, token)
-}
-
-/// `power --json ARGS...`: the exit code, each node's result by name, and
-/// the whole output (stdout and stderr).
-fn results(
-    server: &Server,
-    token: &str,
-    args: &[&str],
-) -> (i32, BTreeMap<String, serde_json::Value>, String) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (status, out, err) = power(server, token, &all);
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
-        panic!(
-            "power {args:?}: not JSON ({e}): {out}\nstderr: {err}\nserver log:\n{}",
-            server.log()
-        )
-    });
-    let nodes = json["nodes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no nodes in {out}"))
-        .iter()
-        .map(|n| (n["name"].as_str().unwrap().to_string(), n.clone()))
-        .collect();
-    (status.code().unwrap_or(-1), nodes, format!("{out}{err}"))
-}
-
-/// The `error` of `node` in a result.
-fn error(r: &BTreeMap<String, serde_json::Value>, node: &str) -> String {
-    r[node]["error"].as_str().unwrap_or_default().to_string()
+    start_with_operator(
+        "10-fence.yaml",
+        extra,
+        &static_nodes(nodes),
+        env.iter().copied(),
+    )
 }
 
 /// Assert that `secret` shows nowhere: not in the client's output, the
@@ -198,13 +153,16 @@ fn fence_ipmilan_wrong_password_and_dead_bmc_fail_clearly() {
         assert!(start.elapsed() < Duration::from_secs(15), "{action}");
         assert_eq!(code, 1, "{action}: {r:?}");
         assert_eq!(r["bad"]["success"], false, "{action}: {r:?}");
-        let e = error(&r, "bad");
-        assert!(
-            e.contains("fence_ipmilan")
-                && e.contains(&bmc.addr)
-                && e.contains("authentication refused")
-                && e.contains("wrong password"),
-            "{action}: {e}"
+        assert_error_has(
+            &r,
+            "bad",
+            action,
+            &[
+                "fence_ipmilan",
+                &bmc.addr,
+                "authentication refused",
+                "wrong password",
+            ],
         );
         assert_hidden(&server, &token, "bad", wrong, &all);
     }
@@ -221,11 +179,7 @@ fn fence_ipmilan_wrong_password_and_dead_bmc_fail_clearly() {
         );
         assert_eq!(code, 1, "{action}: {r:?}");
         assert_eq!(r["dead"]["success"], false, "{action}: {r:?}");
-        let e = error(&r, "dead");
-        assert!(
-            e.contains(&dead) && e.contains("did not answer: timed out"),
-            "{action}: {e}"
-        );
+        assert_error_has(&r, "dead", action, &[&dead, "did not answer: timed out"]);
         // (Not through the API: that would be one more 20 s status.)
         assert!(!all.contains(&bmc.password), "{all}");
         assert!(!server.log().contains(&bmc.password), "{}", server.log());
@@ -342,18 +296,6 @@ fn redfish_node(
     node(name, "fence_redfish", &vars)
 }
 
-/// Poll `power status NODE` until it says `state`.
-fn wait_status(server: &Server, token: &str, node: &str, state: &str) {
-    poll(
-        &format!("power status {node} to say {state}"),
-        REDFISH_DEADLINE,
-        || {
-            let (_, r, _) = results(server, token, &["status", node]);
-            (r[node]["state"] == state).then_some(())
-        },
-    );
-}
-
 /// fence_redfish with the shipped platform over HTTPS: status, on, off and
 /// restart through `power`, each seen in the emulator, only on the asked
 /// system; the password shows in no answer and no log.
@@ -383,12 +325,12 @@ fn fence_redfish_status_on_off_restart_through_power() {
     assert_eq!(code, 0, "{r:?}\n{}", server.log());
     sushy.wait_power_state(u1, "On", REDFISH_DEADLINE);
     assert_eq!(sushy.power_state(u2), "Off", "only the asked system");
-    wait_status(&server, &token, "r1", "on");
+    wait_status(&server, &token, "r1", "on", REDFISH_DEADLINE);
 
     let (code, r, _) = results(&server, &token, &["off", "r1"]);
     assert_eq!(code, 0, "{r:?}\n{}", server.log());
     sushy.wait_power_state(u1, "Off", REDFISH_DEADLINE);
-    wait_status(&server, &token, "r1", "off");
+    wait_status(&server, &token, "r1", "off", REDFISH_DEADLINE);
 
     let (code, r, _) = results(&server, &token, &["restart", "r1"]);
     assert_eq!(code, 0, "{r:?}\n{}", server.log());
@@ -438,27 +380,32 @@ fn fence_redfish_failures_say_why() {
     );
     let all_nodes = "bad,dead,untrusted,plain";
     for action in ["status", "on", "off", "restart"] {
-        let start = Instant::now();
-        let (code, r, all) = results(&server, &token, &[action, all_nodes]);
-        assert!(start.elapsed() < Duration::from_secs(30), "{action}");
-        assert_eq!(code, 1, "{action}: {r:?}");
-        assert!(r.values().all(|n| n["success"] == false), "{action}: {r:?}");
-        let e = error(&r, "bad");
-        assert!(
-            e.contains(&format!("127.0.0.1:{}", tls.port))
-                && e.contains("authentication refused (HTTP 401"),
-            "{action}: {e}"
+        let (r, all) = all_fail_within(
+            &server,
+            &token,
+            &[action, all_nodes],
+            Duration::from_secs(30),
         );
-        let e = error(&r, "dead");
-        assert!(
-            e.contains(&format!("127.0.0.1:{dead}"))
-                && e.contains("endpoint unreachable (connection refused)"),
-            "{action}: {e}"
+        assert_error_has(
+            &r,
+            "bad",
+            action,
+            &[
+                &format!("127.0.0.1:{}", tls.port),
+                "authentication refused (HTTP 401",
+            ],
         );
-        let e = error(&r, "untrusted");
-        assert!(e.contains("TLS certificate not trusted"), "{action}: {e}");
-        let e = error(&r, "plain");
-        assert!(e.contains("TLS handshake failed"), "{action}: {e}");
+        assert_error_has(
+            &r,
+            "dead",
+            action,
+            &[
+                &format!("127.0.0.1:{dead}"),
+                "endpoint unreachable (connection refused)",
+            ],
+        );
+        assert_error_has(&r, "untrusted", action, &["TLS certificate not trusted"]);
+        assert_error_has(&r, "plain", action, &["TLS handshake failed"]);
         assert_hidden(&server, &token, all_nodes, wrong, &all);
         assert_hidden(&server, &token, all_nodes, &sushy.password, &all);
     }
@@ -517,8 +464,7 @@ fn fence_options_are_checked_against_the_agent() {
     ];
     for (node, text) in expect {
         assert_eq!(r[node]["success"], false, "{node}: {r:?}");
-        let e = error(&r, node);
-        assert!(e.contains(text), "{node}: {e}");
+        assert_error_has(&r, node, node, &[text]);
     }
 }
 
@@ -539,23 +485,15 @@ fn fence_password_never_on_the_agent_command_line() {
         .map(Path::to_path_buf)
         .or_else(|| which::which("fence_redfish").ok())
         .expect("fence_redfish is not installed: run scripts/install-test-deps");
-    let wrapper = bin.path().join("fence_redfish");
-    std::fs::write(
-        &wrapper,
-        format!(
+    let path = first_on_path(
+        bin.path(),
+        "fence_redfish",
+        &format!(
             "#!/bin/sh\n{{ printf 'argv=%s\\n' \"$*\"; env | grep '^fence_' | cut -d= -f1; }} >> {}\n\
              exec {} \"$@\"\n",
             q(&record.to_string_lossy()),
             q(&real.to_string_lossy())
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let uuid = &sushy.systems[0].uuid;
     let (server, token) = server(

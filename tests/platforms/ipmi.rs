@@ -6,17 +6,12 @@
 //! point at it with `ipmi_host` and ask for cipher suite 3 with
 //! `ipmi_cipher`, as an admin would for BMCs not named `<node>-bmc`.
 
+use super::{shipped, start_server, static_nodes};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
-
-/// The shipped fragment, as a vendor installs it.
-fn shipped() -> String {
-    std::fs::read_to_string(support::checkout().join("topology.d/10-ipmi.yaml"))
-        .expect("read topology.d/10-ipmi.yaml")
-}
 
 /// A node on the ipmi platform reaching the BMC at `addr` as `user` with
 /// `password` (no `ipmi_password` at all when `None`), cipher suite 3.
@@ -51,14 +46,12 @@ fn node_for(name: &str, bmc: &Bmc) -> String {
 
 /// A server with the shipped fragment and these nodes, and `env` for it.
 fn server(nodes: &[String], env: &[(&str, &str)]) -> Server {
-    let mut builder = Server::builder().file("10-ipmi.yaml", &shipped()).file(
-        "50-nodes.yaml",
-        &format!("static_nodes:\n{}", nodes.concat()),
-    );
-    for (k, v) in env {
-        builder = builder.env(k, v);
-    }
-    builder.start()
+    start_server(
+        "10-ipmi.yaml",
+        &[],
+        &static_nodes(nodes),
+        env.iter().copied(),
+    )
 }
 
 /// Run the real `power ARGS...`; its exit status and its table as
@@ -409,7 +402,7 @@ fn ipmi_dead_bmc_fails_quickly_saying_unreachable() {
 /// through the same shared block.
 #[test]
 fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped()).unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped("10-ipmi.yaml")).unwrap();
     let platform = &yaml["platforms"]["ipmi"];
     let variables: Vec<&str> = platform["variables"]
         .as_sequence()

@@ -3,67 +3,18 @@
 //! server and the real `power` client. The emulator applies a reset after
 //! a random 1 to 11 s delay, so state changes are polled with a deadline.
 
+use super::{
+    all_fail_within, assert_error_has, error, first_on_path, q, results, start_with_operator,
+    wait_status,
+};
 use crate::support::daemon::free_port;
 use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
-use crate::support::{checkout, poll, power, Server};
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
-
-/// The shipped fragment, as the server loads it.
-fn shipped() -> String {
-    std::fs::read_to_string(checkout().join("topology.d/10-redfish.yaml"))
-        .expect("topology.d/10-redfish.yaml")
-}
-
-/// A YAML string (JSON's quoting is YAML's).
-fn q(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
+use crate::support::Server;
+use std::time::Duration;
 
 /// A server with the shipped redfish fragment, `nodes`, and `env`.
 fn server(nodes: &str, env: &[(&str, &str)]) -> (Server, String) {
-    let mut builder = Server::builder()
-        .file("10-redfish.yaml", &shipped())
-        .file("50-nodes.yaml", nodes);
-    for (k, v) in env {
-        builder = builder.env(k, v);
-    }
-    let server = builder.start();
-    let token = server.token(&["--role", "operator"]);
-    (server, token)
-}
-
-/// `power --json ARGS...`: the exit code, each node's result by name, and
-/// the whole output (stdout and stderr).
-fn results(
-    server: &Server,
-    token: &str,
-    args: &[&str],
-) -> (i32, BTreeMap<String, serde_json::Value>, String) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (status, out, err) = power(server, token, &all);
-    let json: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("power {args:?}: not JSON ({e}): {out}\nstderr: {err}"));
-    let nodes = json["nodes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no nodes in {out}"))
-        .iter()
-        .map(|n| (n["name"].as_str().unwrap().to_string(), n.clone()))
-        .collect();
-    (status.code().unwrap_or(-1), nodes, format!("{out}{err}"))
-}
-
-/// Poll `power status NODE` until it says `state`.
-fn wait_status(server: &Server, token: &str, node: &str, state: &str) {
-    poll(
-        &format!("power status {node} to say {state}"),
-        REDFISH_DEADLINE,
-        || {
-            let (_, r, _) = results(server, token, &["status", node]);
-            (r[node]["state"] == state).then_some(())
-        },
-    );
+    start_with_operator("10-redfish.yaml", &[], nodes, env.iter().copied())
 }
 
 /// Status, on, off and restart through `power`, each seen in the emulator:
@@ -98,12 +49,12 @@ fn redfish_status_on_off_restart_through_power() {
     sushy.wait_power_state(rf1, "On", REDFISH_DEADLINE);
     sushy.wait_power_state(rf2, "On", REDFISH_DEADLINE);
     assert_eq!(sushy.power_state(&sushy.systems[2].uuid), "Off");
-    wait_status(&server, &token, "rf2", "on");
+    wait_status(&server, &token, "rf2", "on", REDFISH_DEADLINE);
 
     let (code, r, _) = results(&server, &token, &["off", "rf1"]);
     assert_eq!(code, 0, "{r:?}");
     sushy.wait_power_state(rf1, "Off", REDFISH_DEADLINE);
-    wait_status(&server, &token, "rf1", "off");
+    wait_status(&server, &token, "rf1", "off", REDFISH_DEADLINE);
     assert_eq!(sushy.power_state(rf2), "On");
 
     // The emulator's restart turns a system off at once and on after its
@@ -113,7 +64,7 @@ fn redfish_status_on_off_restart_through_power() {
     assert_eq!(code, 0, "{r:?}");
     assert_eq!(reset_posts(&sushy, rf1), before + 1, "{}", sushy.log());
     sushy.wait_power_state(rf1, "On", REDFISH_DEADLINE);
-    wait_status(&server, &token, "rf1", "on");
+    wait_status(&server, &token, "rf1", "on", REDFISH_DEADLINE);
 
     // Nothing printed or logged holds the password.
     let (_, _, all) = results(&server, &token, &["status", "rf1", "rf2"]);
@@ -145,7 +96,7 @@ fn redfish_reset_type_variables() {
     let (server, token) = server(&nodes("Bogus"), &[("REDFISH_PASSWORD", &sushy.password)]);
     let (code, r, _) = results(&server, &token, &["restart", "g1"]);
     assert_eq!(code, 1, "{r:?}");
-    let error = r["g1"]["error"].as_str().unwrap_or_default();
+    let error = error(&r, "g1");
     assert!(
         error.contains("HTTP 501") && error.contains("Power state Bogus is not supported"),
         "{error}"
@@ -176,10 +127,11 @@ fn redfish_wrong_password_is_refused() {
         let (code, r, all) = results(&server, &token, &[action, "bad1"]);
         assert_eq!(code, 1, "{action}: {r:?}");
         assert_eq!(r["bad1"]["success"], false, "{action}: {r:?}");
-        let error = r["bad1"]["error"].as_str().unwrap_or_default();
-        assert!(
-            error.contains("authentication refused by") && error.contains(&sushy.url),
-            "{action}: {error}"
+        assert_error_has(
+            &r,
+            "bad1",
+            action,
+            &["authentication refused by", &sushy.url],
         );
         assert!(
             !all.contains(wrong) && !all.contains(&sushy.password),
@@ -211,27 +163,22 @@ fn redfish_dead_endpoints_fail_clearly() {
         &[("REDFISH_PASSWORD", "unused-secret")],
     );
     for action in ["status", "on", "off", "restart"] {
-        let start = Instant::now();
-        let (code, r, _) = results(&server, &token, &[action, "dead", "silent"]);
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{action} took {:?}",
-            start.elapsed()
+        let (r, _) = all_fail_within(
+            &server,
+            &token,
+            &[action, "dead", "silent"],
+            Duration::from_secs(30),
         );
-        assert_eq!(code, 1, "{action}: {r:?}");
-        assert!(r.values().all(|n| n["success"] == false), "{action}: {r:?}");
-        let error = |n: &str| r[n]["error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            error("dead").contains(&format!("cannot reach http://127.0.0.1:{dead}"))
-                && error("dead").contains("endpoint unreachable"),
-            "{action}: {}",
-            error("dead")
+        assert_error_has(
+            &r,
+            "dead",
+            action,
+            &[
+                &format!("cannot reach http://127.0.0.1:{dead}"),
+                "endpoint unreachable",
+            ],
         );
-        assert!(
-            error("silent").contains("timed out after 2s"),
-            "{action}: {}",
-            error("silent")
-        );
+        assert_error_has(&r, "silent", action, &["timed out after 2s"]);
     }
     drop(silent);
 }
@@ -245,22 +192,14 @@ fn redfish_password_never_on_a_command_line() {
     let bin = tempfile::tempdir().unwrap();
     let record = bin.path().join("argv.log");
     let real_curl = which::which("curl").expect("curl is installed");
-    let wrapper = bin.path().join("curl");
-    std::fs::write(
-        &wrapper,
-        format!(
+    let path = first_on_path(
+        bin.path(),
+        "curl",
+        &format!(
             "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec {} \"$@\"\n",
             q(&record.to_string_lossy()),
             q(&real_curl.to_string_lossy())
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap_or_default()
     );
     let (server, token) = server(
         &format!(
@@ -319,7 +258,7 @@ fn redfish_tls_is_verified() {
         &["status", "verified", "with-ca", "unverified"],
     );
     assert_eq!(code, 1, "{r:?}");
-    let error = r["verified"]["error"].as_str().unwrap_or_default();
+    let error = error(&r, "verified");
     assert!(
         error.contains(&format!("TLS with {} failed", sushy.url))
             && error.contains("redfish_verify_tls: no"),
@@ -352,17 +291,20 @@ fn redfish_unknown_system_fails_clearly() {
     for action in ["status", "on", "off", "restart"] {
         let (code, r, _) = results(&server, &token, &[action, "wrong-id", "ghost"]);
         assert_eq!(code, 1, "{action}: {r:?}");
-        let error = |n: &str| r[n]["error"].as_str().unwrap_or_default().to_string();
-        assert!(
-            error("wrong-id").contains(&format!("no system no-such-system at {}", sushy.url)),
-            "{action}: {}",
-            error("wrong-id")
+        assert_error_has(
+            &r,
+            "wrong-id",
+            action,
+            &[&format!("no system no-such-system at {}", sushy.url)],
         );
-        assert!(
-            error("ghost").contains(&format!("no system named ghost at {}", sushy.url))
-                && error("ghost").contains("set redfish_system"),
-            "{action}: {}",
-            error("ghost")
+        assert_error_has(
+            &r,
+            "ghost",
+            action,
+            &[
+                &format!("no system named ghost at {}", sushy.url),
+                "set redfish_system",
+            ],
         );
     }
     for s in &sushy.systems {
