@@ -17,14 +17,17 @@ pub fn check(settings: &LoadSettings) -> Result<String, LoadErrors> {
 pub fn missing_tools(loaded: &Loaded) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     for platform in loaded.topology.platforms.values() {
-        let DriverSpec::Inline(commands) = &platform.driver else {
+        let DriverSpec::Inline { prelude, commands } = &platform.driver else {
             continue;
         };
-        let programs: Vec<String> = commands
-            .values()
-            .flat_map(|c| generate::called_programs(c))
+        let prelude = prelude.as_deref().unwrap_or("");
+        let programs: Vec<String> = std::iter::once(prelude)
+            .chain(commands.values().map(String::as_str))
+            .flat_map(generate::called_programs)
             .collect();
-        let mut seen = std::collections::BTreeSet::new();
+        // The prelude's own functions need nothing on PATH.
+        let mut seen: std::collections::BTreeSet<String> =
+            generate::defined_functions(prelude).into_iter().collect();
         for program in programs {
             if seen.insert(program.clone()) && which::which(&program).is_err() {
                 found.push(Diagnostic::at(

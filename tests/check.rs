@@ -178,11 +178,26 @@ fn missing_tools_are_warnings() {
         "platforms:\n  p:\n    status: no-such-tool-xyz status\n    power_on: true\n",
     )
     .unwrap();
+    std::fs::write(
+        tmp.path().join("q.yaml"),
+        "platforms:\n  q:\n    prelude: |\n      helper() {\n        other-missing-tool-xyz \"$@\"\n      }\n    status: helper status\n",
+    )
+    .unwrap();
     let out = check(tmp.path(), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     assert!(
         report.contains("platform p: its commands call \"no-such-tool-xyz\", which is not on PATH"),
         "{report}"
+    );
+    assert!(
+        report.contains(
+            "platform q: its commands call \"other-missing-tool-xyz\", which is not on PATH"
+        ),
+        "a prelude's programs are checked: {report}"
+    );
+    assert!(
+        !report.contains("\"helper\""),
+        "a prelude's functions need nothing on PATH: {report}"
     );
 }

@@ -546,3 +546,38 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
         .collect();
     assert_eq!(names, ["n1", "n2"], "the running topology stays in place");
 }
+
+/// A platform's prelude runs before every action, so actions can share
+/// functions; a shell syntax error in it is caught at load, named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prelude_is_shared_by_every_action() {
+    let f = Fixture::new(&[(
+        "t.yaml",
+        "platforms:\n  p:\n    variables: [who]\n    prelude: |\n      record() {\n        printf '%s %s\\n' \"$1\" \"$who\" >>\"$FIXTURE_OUT/log\"\n      }\n    \
+         power_on: record on\n    status: |\n      record status\n      exit 111\n\
+         static_nodes:\n  n1:\n    platform: p\n    who: \"a b\"\n",
+    )]);
+    let engine = f.engine(2, &[]);
+    assert!(f.run(&engine, Action::PowerOn, &["n1"]).await[0].success);
+    assert_eq!(
+        f.run(&engine, Action::Status, &["n1"]).await[0].state,
+        Some(PowerState::Off)
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.out().join("log")).unwrap(),
+        "on a b\nstatus a b\n"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("t.yaml"), "platforms:\n  p:\n    prelude: |\n      f() {\n        if true; then :\n      }\n    status: f\n").unwrap();
+    let settings = LoadSettings {
+        topology_dirs: vec![tmp.path().to_path_buf()],
+        drivers_dirs: vec![],
+        runtime_dir: None,
+    };
+    let error = load(&settings).unwrap_err().to_string();
+    assert!(
+        error.contains("t.yaml:2:3: platform p: shell syntax error in prelude, line "),
+        "{error}"
+    );
+}

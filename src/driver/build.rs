@@ -54,8 +54,9 @@ pub fn build(
     let mut errors = Vec::new();
     for (name, platform) in &topology.platforms {
         let built = match &platform.driver {
-            DriverSpec::Inline(commands) => {
-                let script = generate::script(name, &platform.defined_at.to_string(), commands);
+            DriverSpec::Inline { prelude, commands } => {
+                let origin = platform.defined_at.to_string();
+                let script = generate::script(name, &origin, prelude.as_deref(), commands);
                 write_script(scripts.path(), name, &script, &platform.defined_at).map(|path| {
                     Driver {
                         path,
@@ -143,7 +144,7 @@ fn write_script(
             let first = message.lines().next().unwrap_or("").trim();
             let detail = first.rsplit(": ").next().unwrap_or(first);
             let place = match generate::locate(script, first) {
-                Some((action, line)) => format!("{action} command, line {line}"),
+                Some((part, line)) => format!("{part}, line {line}"),
                 None => "its commands".to_string(),
             };
             Err(Diagnostic::at(

@@ -97,7 +97,10 @@ mod tests {
             name: "p".into(),
             defined_at: here(),
             variables: vars.iter().map(|v| v.to_string()).collect(),
-            driver: DriverSpec::Inline(BTreeMap::new()),
+            driver: DriverSpec::Inline {
+                prelude: None,
+                commands: BTreeMap::new(),
+            },
             status_off_exit_code: 111,
             timeout: Duration::from_secs(5),
             concurrency: None,

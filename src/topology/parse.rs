@@ -59,7 +59,12 @@ pub struct NodeDef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverSpec {
     /// Inline shell per action, turned into a generated script.
-    Inline(BTreeMap<Action, String>),
+    Inline {
+        /// Shell run before every action (shared functions, settings).
+        prelude: Option<String>,
+        /// Each action's command.
+        commands: BTreeMap<Action, String>,
+    },
     /// A drop-in executable found in the drivers directories.
     DropIn(At<String>),
 }
@@ -356,6 +361,7 @@ impl Parser {
         let map = self.mapping(value, &label, "variables, commands or driver")?;
         let mut variables = Vec::new();
         let mut commands = BTreeMap::new();
+        let mut prelude = None;
         let mut driver = None;
         let mut status_off_exit_code = DEFAULT_STATUS_OFF_EXIT_CODE;
         let mut timeout = DEFAULT_TIMEOUT;
@@ -378,6 +384,7 @@ impl Parser {
                         commands.insert(action, s.as_str().to_string());
                     }
                 }
+                "prelude" => prelude = self.scalar(v, &what).map(|s| s.as_str().to_string()),
                 "driver" => driver = self.scalar(v, &what).map(|s| self.at(s)),
                 "status_off_exit_code" => {
                     if let Some(s) = self.scalar(v, &what) {
@@ -413,15 +420,25 @@ impl Parser {
                 other => self.error(
                     k.span(),
                     format!(
-                        "{label}: unknown key {other:?} (expected variables, power_on, power_off, restart, \
-                         status, driver, status_off_exit_code, timeout, concurrency or serialize_by)"
+                        "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
+                         restart, status, driver, status_off_exit_code, timeout, concurrency or serialize_by)"
                     ),
                 ),
             }
         }
         let driver = match (driver, commands.is_empty()) {
+            (Some(name), true) if prelude.is_some() => {
+                self.error(
+                    key.span(),
+                    format!(
+                        "{label}: a prelude goes with inline commands, not with \"driver: {}\"",
+                        name.value
+                    ),
+                );
+                return None;
+            }
             (Some(name), true) => DriverSpec::DropIn(name),
-            (None, false) => DriverSpec::Inline(commands),
+            (None, false) => DriverSpec::Inline { prelude, commands },
             (Some(name), false) => {
                 self.error(
                     key.span(),
@@ -580,7 +597,7 @@ mod tests {
             DEFAULT_STATUS_OFF_EXIT_CODE
         );
         assert_eq!(aws.timeout, DEFAULT_TIMEOUT);
-        let DriverSpec::Inline(commands) = &aws.driver else {
+        let DriverSpec::Inline { commands, .. } = &aws.driver else {
             panic!("aws is inline")
         };
         assert_eq!(commands.len(), 4);
@@ -715,6 +732,21 @@ mod tests {
         }
         let e = one_error("platforms:\n  p:\n    driver: d\n    timeout: soon\n");
         assert!(e.starts_with("t.yaml:4:14: platform p: timeout: expected a duration such as 90s or 2m, found \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn a_prelude_goes_with_inline_commands() {
+        let f = parse_ok("platforms:\n  p:\n    prelude: |\n      f() { :; }\n    status: f\n");
+        assert!(matches!(&f.platforms[0].driver,
+            DriverSpec::Inline { prelude: Some(p), commands } if p == "f() { :; }\n" && commands.len() == 1));
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: sim\n    prelude: x=1\n"),
+            "t.yaml:2:3: platform p: a prelude goes with inline commands, not with \"driver: sim\""
+        );
+        assert_eq!(
+            one_error("platforms:\n  p:\n    prelude: x=1\n"),
+            "t.yaml:2:3: platform p: no commands (expected power_on, power_off, restart and status, or driver: NAME)"
+        );
     }
 
     #[test]
