@@ -399,7 +399,7 @@ fn ipmi_dead_bmc_fails_quickly_saying_unreachable() {
 /// The shipped commands hand the password to ipmitool in `IPMI_PASSWORD`
 /// with `-E`, never with `-P` or a file: a command line is visible to every
 /// user in `ps`. Every action calls ipmitool once, bounded by `-N`/`-R`,
-/// through the same shared block.
+/// through the function the prelude defines.
 #[test]
 fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
     let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped("10-ipmi.yaml")).unwrap();
@@ -411,38 +411,36 @@ fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(variables.contains(&"ipmi_password"), "{variables:?}");
-    // The four actions share one block (all but their first line, up to the
-    // end of the error handling): an edit to one must reach them all.
-    let shared = |action: &str| -> String {
-        let command = platform[action].as_str().expect(action);
-        let end = "  esac\n  exit 1\nfi\n";
-        let (_, rest) = command.split_once('\n').unwrap();
-        rest[..rest.find(end).expect("the error block") + end.len()].to_string()
-    };
-    for action in ["power_off", "restart", "status"] {
-        assert_eq!(shared(action), shared("power_on"), "{action} differs");
+    // One bounded ipmitool call, in the prelude's function every action uses.
+    let prelude = platform["prelude"].as_str().expect("a prelude");
+    let calls: Vec<&str> = prelude
+        .split("ipmitool ")
+        .skip(1)
+        .filter(|c| c.starts_with('-'))
+        .collect();
+    assert_eq!(calls.len(), 1, "one ipmitool call: {prelude}");
+    let call = calls[0].split(" 2>&1)").next().unwrap();
+    assert!(call.contains(" -E "), "{call}");
+    assert!(call.contains("-N ") && call.contains("-R "), "{call}");
+    for flag in ["-P ", "-f ", "-k ", "-y "] {
+        assert!(!call.contains(flag), "passes {flag}: {call}");
     }
-    for action in ["power_on", "power_off", "restart", "status"] {
+    assert!(!call.contains("ipmi_password"), "{call}");
+    assert!(prelude.contains(r#"export IPMI_PASSWORD="$ipmi_password""#));
+    for (action, verb) in [
+        ("power_on", "on"),
+        ("power_off", "off"),
+        ("restart", "reset"),
+        ("status", "status"),
+    ] {
         let command = platform[action].as_str().expect(action);
-        let calls: Vec<&str> = command
-            .split("ipmitool ")
-            .skip(1)
-            .filter(|c| c.starts_with('-'))
-            .collect();
-        assert_eq!(calls.len(), 1, "{action}: one ipmitool call");
-        let call = calls[0].split(" 2>&1)").next().unwrap();
-        assert!(call.contains(" -E "), "{action}: {call}");
         assert!(
-            call.contains("-N ") && call.contains("-R "),
-            "{action}: {call}"
+            command.starts_with(&format!("chassis_power {verb}\n")),
+            "{action}: {command}"
         );
-        for flag in ["-P ", "-f ", "-k ", "-y "] {
-            assert!(!call.contains(flag), "{action} passes {flag}: {call}");
-        }
-        assert!(!call.contains("ipmi_password"), "{action}: {call}");
         assert!(
-            command.contains(r#"export IPMI_PASSWORD="$ipmi_password""#),
-            "{action}"
+            !command.contains("ipmitool "),
+            "{action} calls ipmitool itself: {command}"
         );
     }
 }
