@@ -4,8 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 use power_server::auth::{self, Claims, Keys, Role};
 use power_server::config::{self, Options, Settings};
-use power_server::load::LoadSettings;
-use power_server::{api, demo, paths, secret};
+use power_server::{api, demo, secret};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,10 +20,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load and validate the topology and drivers exactly as `serve` would,
-    /// and report what was found. Exit 0 when usable, 1 with every error
-    /// otherwise.
-    Check(LoadArgs),
+    /// Load and validate the topology and drivers exactly as `serve` would
+    /// (same flags, POWER_SERVER_* variables and config file), and report
+    /// what was found. Exit 0 when usable, 1 with every error otherwise.
+    Check(CheckArgs),
     /// Serve the power API. Prints `listening on http://ADDR:PORT` on stdout
     /// once bound; logs go to stderr. SIGHUP reloads the topology; SIGTERM
     /// or SIGINT stops, letting running drivers finish within the grace
@@ -56,6 +55,17 @@ struct SecretArgs {
     /// $XDG_CONFIG_HOME/power-server/jwt-secret]
     #[arg(long, value_name = "FILE")]
     secret_file: Option<PathBuf>,
+}
+
+/// `check`'s flags: where `serve` would load from.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// YAML config file, as for `serve` [env: POWER_SERVER_CONFIG]
+    /// [default: /etc/power-server/config.yaml if it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// `serve`'s flags. Each has a config key and a POWER_SERVER_* variable.
@@ -138,22 +148,14 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn settings(&self) -> LoadSettings {
-        let or_default = |given: &Vec<PathBuf>, system: &[&str], sub: &str| {
-            if given.is_empty() {
-                paths::defaults(system, sub)
-            } else {
-                given.clone()
-            }
-        };
-        LoadSettings {
-            topology_dirs: or_default(
-                &self.topology_dirs,
-                &paths::SYSTEM_TOPOLOGY_DIRS,
-                "topology.d",
-            ),
-            drivers_dirs: or_default(&self.drivers_dirs, &paths::SYSTEM_DRIVERS_DIRS, "drivers"),
-            runtime_dir: self.runtime_dir.clone(),
+    /// The flags' layer of settings; directories not given are left to the
+    /// environment, the config file and the defaults.
+    fn options(self) -> Options {
+        Options {
+            topology_dirs: Some(self.topology_dirs).filter(|d| !d.is_empty()),
+            drivers_dirs: Some(self.drivers_dirs).filter(|d| !d.is_empty()),
+            runtime_dir: self.runtime_dir,
+            ..Options::default()
         }
     }
 }
@@ -161,19 +163,14 @@ impl LoadArgs {
 /// A failure to report on stderr, and exit 1.
 type Failure = Box<dyn std::error::Error>;
 
-/// The stacked settings layers: flags over environment over config file.
-fn layers(flags: Options, secret: &SecretArgs) -> Result<(Options, Option<PathBuf>), Failure> {
+/// The stacked settings layers: flags over environment over the config
+/// file (`config`, else `POWER_SERVER_CONFIG`, else the default if it
+/// exists). Also returns the config file's path when it holds the secret.
+fn layers(flags: Options, config: Option<PathBuf>) -> Result<(Options, Option<PathBuf>), Failure> {
     let env = Options::from_env(|k| std::env::var(k).ok())?;
-    let explicit = secret
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("POWER_SERVER_CONFIG").map(PathBuf::from));
+    let explicit = config.or_else(|| std::env::var_os("POWER_SERVER_CONFIG").map(PathBuf::from));
     let path = Options::file_path(explicit.as_deref());
     let file = Options::read_file(path.as_deref())?;
-    let flags = Options {
-        secret_file: secret.secret_file.clone(),
-        ..flags
-    };
     let holds_secret = file.jwt_shared_secret.is_some();
     Ok((flags.or(env).or(file), path.filter(|_| holds_secret)))
 }
@@ -203,17 +200,15 @@ fn runtime() -> tokio::runtime::Runtime {
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     let flags = Options {
         bind: args.bind,
-        topology_dirs: Some(args.load.topology_dirs).filter(|d| !d.is_empty()),
-        drivers_dirs: Some(args.load.drivers_dirs).filter(|d| !d.is_empty()),
-        runtime_dir: args.load.runtime_dir,
         concurrency: args.concurrency,
         audit_log: args.audit_log,
         log_level: args.log_level,
         shutdown_grace: args.shutdown_grace,
         hostlist_limit: args.hostlist_limit,
-        ..Options::default()
+        secret_file: args.secret.secret_file,
+        ..args.load.options()
     };
-    let (options, secret_config) = layers(flags, &args.secret)?;
+    let (options, secret_config) = layers(flags, args.secret.config)?;
     let settings = Settings::resolve(options)?;
     init_logging(&settings.log_level)?;
     if let Some(path) = secret_config {
@@ -237,7 +232,11 @@ fn announce(addr: SocketAddr) {
 }
 
 fn token(args: TokenArgs) -> Result<(), Failure> {
-    let (options, _) = layers(Options::default(), &args.secret)?;
+    let flags = Options {
+        secret_file: args.secret.secret_file,
+        ..Options::default()
+    };
+    let (options, _) = layers(flags, args.secret.config)?;
     let settings = Settings::resolve(options)?;
     init_logging("warn")?;
     if let Some(nodes) = &args.nodes {
@@ -318,6 +317,13 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn check(args: CheckArgs) -> Result<(), Failure> {
+    let (options, _) = layers(args.load.options(), args.config)?;
+    let settings = Settings::resolve(options)?;
+    print!("{}", power_server::check::check(&settings.load)?);
+    Ok(())
+}
+
 fn exit(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -334,15 +340,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => exit(serve(args)),
         Command::Token(args) => exit(token(args)),
         Command::Demo(args) => exit(run_demo(args)),
-        Command::Check(args) => match power_server::check::check(&args.settings()) {
-            Ok(report) => {
-                print!("{report}");
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("power-server: {errors}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check(args) => exit(check(args)),
     }
 }

@@ -201,3 +201,45 @@ fn missing_tools_are_warnings() {
         "a prelude's functions need nothing on PATH: {report}"
     );
 }
+
+/// `check` finds the topology where `serve` would: the environment and the
+/// config file name the directories when no flag does.
+#[test]
+fn check_reads_the_settings_serve_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (from_env, from_file) = (tmp.path().join("env"), tmp.path().join("file"));
+    for dir in [&from_env, &from_file] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    std::fs::write(from_env.join("a.yaml"), "bogus_from_env: 1\n").unwrap();
+    std::fs::write(from_file.join("a.yaml"), "bogus_from_file: 1\n").unwrap();
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("topology_dirs: [{}]\n", from_file.display()),
+    )
+    .unwrap();
+    let run = |env: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_power-server"));
+        command.arg("check").arg("--config").arg(&config);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("POWER_SERVER_")) {
+                command.env_remove(key);
+            }
+        }
+        if let Some(dir) = env {
+            command.env("POWER_SERVER_TOPOLOGY_DIRS", dir);
+        }
+        text(&command.output().unwrap().stderr)
+    };
+    assert!(
+        run(None).contains("unknown key \"bogus_from_file\""),
+        "{}",
+        run(None)
+    );
+    let stderr = run(Some(&from_env));
+    assert!(
+        stderr.contains("unknown key \"bogus_from_env\""),
+        "the environment beats the file: {stderr}"
+    );
+}
