@@ -122,18 +122,8 @@ impl Engine {
         action: Action,
         nodes: Vec<String>,
     ) -> Vec<CommandAttributes> {
-        let order: HashMap<String, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
-        let mut rx = self.run(loaded, action, nodes);
-        let mut results = Vec::with_capacity(order.len());
-        while let Some(r) = rx.recv().await {
-            results.push(r);
-        }
-        results.sort_by_key(|r| order.get(&r.node_name).copied().unwrap_or(usize::MAX));
-        results
+        let rx = self.run(loaded, action, nodes.clone());
+        in_request_order(rx, &nodes).await
     }
 
     async fn run_one(&self, loaded: &Loaded, action: Action, name: &str) -> CommandAttributes {
@@ -204,6 +194,24 @@ impl Engine {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
+}
+
+/// Every result from `results`, in the order `nodes` asked for them (the
+/// engine answers in the order runs finish). A node asked for twice gets
+/// both its results.
+pub async fn in_request_order(
+    mut results: mpsc::UnboundedReceiver<CommandAttributes>,
+    nodes: &[String],
+) -> Vec<CommandAttributes> {
+    let mut by_node: HashMap<String, std::collections::VecDeque<CommandAttributes>> =
+        HashMap::with_capacity(nodes.len());
+    while let Some(r) = results.recv().await {
+        by_node.entry(r.node_name.clone()).or_default().push_back(r);
+    }
+    nodes
+        .iter()
+        .filter_map(|n| by_node.get_mut(n)?.pop_front())
+        .collect()
 }
 
 /// One run counted in `in_flight` for as long as this lives.

@@ -6,11 +6,12 @@ use super::error::ApiError;
 use super::select::{select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
+use crate::engine;
 use crate::load::Loaded;
 use power_proto::wire::{
     Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -142,8 +143,9 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             .insert(CONTENT_TYPE, NDJSON.parse().expect("a valid header value"));
         return response;
     }
+    let results = engine::in_request_order(results, &nodes).await;
     warp::reply::json(&Document {
-        data: in_request_order(results, &nodes).await,
+        data: results.into_iter().map(Resource::command).collect(),
     })
     .into_response()
 }
@@ -235,22 +237,6 @@ fn start(
         drop(tx);
     });
     rx
-}
-
-/// Every result, as `commands` resources in the order the nodes were asked for.
-async fn in_request_order(
-    mut results: mpsc::UnboundedReceiver<CommandAttributes>,
-    nodes: &[String],
-) -> Vec<Resource<CommandAttributes>> {
-    let mut by_node = BTreeMap::new();
-    while let Some(r) = results.recv().await {
-        by_node.insert(r.node_name.clone(), r);
-    }
-    nodes
-        .iter()
-        .filter_map(|n| by_node.remove(n))
-        .map(Resource::command)
-        .collect()
 }
 
 /// Results as NDJSON: one `commands` resource per line, as each arrives.
