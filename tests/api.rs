@@ -609,42 +609,9 @@ fn healthz_and_unknown_routes() {
 /// grandchild too) and exits with nothing left behind.
 #[test]
 fn sigterm_during_a_long_job_leaves_no_driver_behind() {
-    let out = tempfile::tempdir().unwrap();
-    let mut s = Server::builder()
-        .file(
-            "hang.yaml",
-            "platforms:\n  hang:\n    driver: hang\n    timeout: 10m\nstatic_nodes:\n  h1:\n    platform: hang\n",
-        )
-        .env("FIXTURE_OUT", out.path())
-        .arg("--shutdown-grace")
-        .arg("1s")
-        .start();
-    let t = s.token(&[]);
-    let url = s.url.clone();
-    let request = {
-        let t = t.clone();
-        std::thread::spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            agent
-                .patch(format!("{url}/?nodes=h1"))
-                .header("Authorization", format!("Bearer {t}"))
-                .send_empty()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_to_string().ok())
-        })
-    };
-    let pid_of = |name: &str| {
-        let path = out.path().join(format!("h1.{name}"));
-        poll(name, Duration::from_secs(30), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-        })
-    };
-    let (leader, grandchild) = (pid_of("leader"), pid_of("grandchild"));
+    let (out, mut s, request) = hung_power_on("1s");
+    let leader = driver_pid(out.path(), "leader");
+    let grandchild = driver_pid(out.path(), "grandchild");
     let status = s.terminate();
     assert!(status.success(), "the server exited with {status}");
     for pid in [leader, grandchild] {
@@ -658,6 +625,53 @@ fn sigterm_during_a_long_job_leaves_no_driver_behind() {
     let body = request.join().unwrap().expect("an answer before exit");
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["data"][0]["attributes"]["success"], false, "{body}");
+}
+
+/// A server whose one node `h1` runs the `hang` fixture driver (it records
+/// its pids in the returned directory), with `--shutdown-grace GRACE`, and
+/// a power-on request to it under way in a thread that returns the answer.
+fn hung_power_on(
+    grace: &str,
+) -> (
+    tempfile::TempDir,
+    Server,
+    std::thread::JoinHandle<Option<String>>,
+) {
+    let out = tempfile::tempdir().unwrap();
+    let s = Server::builder()
+        .file(
+            "hang.yaml",
+            "platforms:\n  hang:\n    driver: hang\n    timeout: 10m\nstatic_nodes:\n  h1:\n    platform: hang\n",
+        )
+        .env("FIXTURE_OUT", out.path())
+        .arg("--shutdown-grace")
+        .arg(grace)
+        .start();
+    let (t, url) = (s.token(&[]), s.url.clone());
+    let request = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        agent
+            .patch(format!("{url}/?nodes=h1"))
+            .header("Authorization", format!("Bearer {t}"))
+            .send_empty()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+    });
+    (out, s, request)
+}
+
+/// The pid the `hang` driver of `h1` recorded as `which` (`leader` or
+/// `grandchild`) in `out`, once it has.
+fn driver_pid(out: &std::path::Path, which: &str) -> i32 {
+    let path = out.join(format!("h1.{which}"));
+    poll(which, Duration::from_secs(30), || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    })
 }
 
 /// Whether `pid` no longer exists (a zombie awaiting its reaper counts as gone).
@@ -891,31 +905,8 @@ fn credentials_echoed_by_a_driver_are_masked() {
 /// is killed and answered before the server exits.
 #[test]
 fn sigterm_stops_accepting_and_a_second_signal_hurries() {
-    let out = tempfile::tempdir().unwrap();
-    let mut s = Server::builder()
-        .file(
-            "hang.yaml",
-            "platforms:\n  hang:\n    driver: hang\n    timeout: 10m\nstatic_nodes:\n  h1:\n    platform: hang\n",
-        )
-        .env("FIXTURE_OUT", out.path())
-        .arg("--shutdown-grace")
-        .arg("10m")
-        .start();
-    let t = s.token(&[]);
-    let url = s.url.clone();
-    let request = std::thread::spawn(move || {
-        ureq::patch(format!("{url}/?nodes=h1"))
-            .header("Authorization", format!("Bearer {t}"))
-            .send_empty()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-    });
-    let leader_file = out.path().join("h1.leader");
-    let leader: i32 = poll("the driver to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(&leader_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-    });
+    let (out, mut s, request) = hung_power_on("10m");
+    let leader = driver_pid(out.path(), "leader");
     s.signal(nix::sys::signal::Signal::SIGTERM);
     let addr = s.url.strip_prefix("http://").unwrap().to_string();
     poll("the listener to close", Duration::from_secs(10), || {
