@@ -254,7 +254,7 @@ impl Settings {
         }
         let shutdown_grace = match options.shutdown_grace {
             None => DEFAULT_SHUTDOWN_GRACE,
-            Some(text) => humantime::parse_duration(&text)
+            Some(text) => power_proto::duration::parse(&text)
                 .map_err(|_| invalid("shutdown_grace", &text, "a duration such as 30s or 2m"))?,
         };
         let hostlist_limit = options.hostlist_limit.unwrap_or(DEFAULT_LIMIT);

@@ -145,11 +145,7 @@ pub struct ActionArgs {
 
 /// Parses `90s`, `5m`, `1h 30m` (humantime), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s)
+    power_proto::duration::parse(s)
         .map_err(|e| format!("{e}: expected a duration such as `90s`, `5m` or `1h 30m`"))
 }
 

@@ -534,11 +534,7 @@ pub fn is_group_name(name: &str) -> bool {
 /// `90s`, `2m`, `1m 30s`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
-    };
-    match parsed {
+    match power_proto::duration::parse(text) {
         Ok(d) if !d.is_zero() => Ok(d),
         Ok(_) => Err("expected a duration above zero".to_string()),
         Err(e) => Err(format!(
