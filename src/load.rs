@@ -4,11 +4,8 @@
 
 use crate::driver::{self, Drivers};
 use crate::topology::{self, Diagnostic, LoadErrors, Resolved, Topology};
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Where a load reads from.
 #[derive(Debug, Clone, Default)]
@@ -32,8 +29,6 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
     /// Each fragment file name and what it resolved to.
     pub files: Vec<(OsString, Resolved)>,
-    /// Per-platform concurrency bounds.
-    pub(crate) platform_limits: HashMap<String, Arc<Semaphore>>,
 }
 
 /// Load and validate exactly as the server does (`check` calls this too).
@@ -44,20 +39,10 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
         &settings.drivers_dirs,
         settings.runtime_dir.as_deref(),
     )?;
-    let platform_limits = loaded
-        .topology
-        .platforms
-        .values()
-        .filter_map(|p| {
-            p.concurrency
-                .map(|n| (p.name.clone(), Arc::new(Semaphore::new(n))))
-        })
-        .collect();
     Ok(Loaded {
         topology: loaded.topology,
         drivers,
         warnings: loaded.warnings,
         files: loaded.files,
-        platform_limits,
     })
 }

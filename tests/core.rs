@@ -296,7 +296,7 @@ async fn a_flooding_driver_does_not_grow_memory_past_the_bound() {
         Action::Status,
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let (outcome, captured) = spawn::run(&invocation, stop).await;
+    let (outcome, captured) = spawn::run(&invocation, stop, None).await;
     drop(stop_tx);
     assert_eq!(outcome.exit, power_server::driver::Exit::Code(0));
     assert_eq!(captured.stdout.len(), spawn::OUTPUT_LIMIT);

@@ -34,7 +34,7 @@ pub struct Outcome {
 }
 
 /// Longest error message passed on, in characters.
-const MAX_ERROR_CHARS: usize = 500;
+pub const MAX_ERROR_CHARS: usize = 500;
 
 /// The node's result for `outcome`. `secrets` are masked in the error.
 pub fn interpret(
@@ -54,19 +54,12 @@ pub fn interpret(
     };
     let error = (!success).then(|| {
         let stderr = last_line(&outcome.stderr);
-        let known = match &outcome.exit {
+        let known = server_verdict(&outcome.exit).unwrap_or_else(|| match outcome.exit {
             Exit::Code(c) if is_status => {
                 format!("status exited {c}: neither on (0) nor off ({status_off_exit_code})")
             }
-            Exit::Code(c) => format!("{action} exited {c}"),
-            Exit::Signal(s) => format!("driver killed by signal {s} ({})", signal_name(*s)),
-            Exit::TimedOut(d) => format!(
-                "timed out after {}; driver killed",
-                humantime::format_duration(*d)
-            ),
-            Exit::Stopped => "stopped: the server is shutting down".to_string(),
-            Exit::SpawnFailed(e) => format!("cannot run driver: {e}"),
-        };
+            _ => format!("{action} exited {}", exit_code.unwrap_or_default()),
+        });
         // The driver's own last word is the best explanation of a failure,
         // but not of a kill: then what the server knows comes first.
         let message = match (&outcome.exit, stderr) {
@@ -90,6 +83,22 @@ pub fn interpret(
     }
 }
 
+/// What the server itself knows of a run that did not exit by itself (timed
+/// out, killed, stopped, never started); `None` for an exit code, which
+/// only the driver can explain.
+pub fn server_verdict(exit: &Exit) -> Option<String> {
+    match exit {
+        Exit::Code(_) => None,
+        Exit::Signal(s) => Some(format!("driver killed by signal {s} ({})", signal_name(*s))),
+        Exit::TimedOut(d) => Some(format!(
+            "timed out after {}; driver killed",
+            humantime::format_duration(*d)
+        )),
+        Exit::Stopped => Some("stopped: the server is shutting down".to_string()),
+        Exit::SpawnFailed(e) => Some(format!("cannot run driver: {e}")),
+    }
+}
+
 /// The last non-blank line of `bytes`, trimmed.
 pub fn last_line(bytes: &[u8]) -> Option<String> {
     String::from_utf8_lossy(bytes)
@@ -108,7 +117,8 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
         .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
 }
 
-fn truncate(text: &str, max: usize) -> String {
+/// `text` cut to `max` characters, with `...` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_string(),

@@ -18,9 +18,20 @@ pub struct Invocation {
     pub action: Action,
     /// Its whole environment (the child's environment is cleared first).
     pub env: Vec<(OsString, OsString)>,
+    /// What it reads on stdin: a batch run's node lines; `None` is
+    /// `/dev/null`, as for every per-node run.
+    pub stdin: Option<Vec<u8>>,
     /// How long it may run.
     pub timeout: Duration,
 }
+
+/// The protocol's own variables: never inherited from the server.
+const PROTOCOL: [&str; 4] = [
+    "POWER_ACTION",
+    "POWER_NODE",
+    "POWER_PLATFORM",
+    "POWER_BATCH",
+];
 
 /// Does an inherited variable belong to the server alone? Its settings
 /// (`POWER_SERVER_*`, the JWT secret among them) never reach a driver, nor
@@ -39,18 +50,7 @@ pub fn plan(
     node: &Node,
     action: Action,
 ) -> Invocation {
-    const PROTOCOL: [&str; 3] = ["POWER_ACTION", "POWER_NODE", "POWER_PLATFORM"];
-    // A declared variable the node lacks is unset rather than inherited, so
-    // a server-side value of the same name can never stand in for it.
-    let overridden = |k: &OsString| {
-        k.to_str()
-            .is_some_and(|k| PROTOCOL.contains(&k) || platform.variables.iter().any(|v| v == k))
-    };
-    let mut env: Vec<(OsString, OsString)> = inherited
-        .iter()
-        .filter(|(k, _)| !overridden(k))
-        .cloned()
-        .collect();
+    let mut env = base_env(inherited, platform);
     for var in &platform.variables {
         if let Some(value) = node.variables.get(var) {
             env.push((var.into(), value.into()));
@@ -63,8 +63,49 @@ pub fn plan(
         program,
         action,
         env,
+        stdin: None,
         timeout: platform.timeout,
     }
+}
+
+/// Plan one batch run for `nodes` (a chunk of one batch platform): the
+/// inherited environment less every declared variable's name, plus
+/// `POWER_BATCH=1`, `POWER_ACTION` and `POWER_PLATFORM`; the nodes go on
+/// stdin as [`super::batch::input`] writes them.
+pub fn plan_batch(
+    inherited: &[(OsString, OsString)],
+    program: PathBuf,
+    platform: &Platform,
+    nodes: &[&Node],
+    action: Action,
+) -> Invocation {
+    let mut env = base_env(inherited, platform);
+    env.push(("POWER_BATCH".into(), "1".into()));
+    env.push(("POWER_ACTION".into(), action.as_str().into()));
+    env.push(("POWER_PLATFORM".into(), platform.name.clone().into()));
+    Invocation {
+        program,
+        action,
+        env,
+        stdin: Some(super::batch::input(&platform.variables, nodes)),
+        timeout: platform.timeout,
+    }
+}
+
+/// The inherited environment less the protocol's variables and every
+/// variable the platform declares: a declared variable a node lacks is
+/// unset rather than inherited, so a server-side value of the same name
+/// can never stand in for it.
+fn base_env(inherited: &[(OsString, OsString)], platform: &Platform) -> Vec<(OsString, OsString)> {
+    let overridden = |k: &OsString| {
+        k.to_str()
+            .is_some_and(|k| PROTOCOL.contains(&k) || platform.variables.iter().any(|v| v == k))
+    };
+    inherited
+        .iter()
+        .filter(|(k, _)| !overridden(k))
+        .cloned()
+        .collect()
 }
 
 /// Values of a node's variables that look like credentials, to be masked in
@@ -105,6 +146,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             concurrency: None,
             serialize_by: None,
+            batch: None,
         }
     }
 

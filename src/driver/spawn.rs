@@ -1,5 +1,6 @@
 //! Run one driver: its own process group, a timeout after which the whole
-//! group is killed, and output captured up to a bound.
+//! group is killed, its stdin written (a batch run's node lines), and output
+//! captured up to a bound, stdout passed on line by line when asked.
 //!
 //! The only part of the driver module that touches processes.
 
@@ -11,12 +12,14 @@ use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// Bytes kept of each output stream (the tail: the last line is the error).
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Longest stdout line passed on; the rest of a longer line is dropped.
+pub const LINE_LIMIT: usize = 16 * 1024;
 /// Between TERM and KILL when a driver is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for output after the driver exits: a descendant that
@@ -33,9 +36,15 @@ pub struct Captured {
 }
 
 /// Run `invocation`. `stop` turning true asks for the run to be killed (the
-/// server is shutting down). Never panics on a driver's misbehaviour: every
-/// failure becomes the outcome.
-pub async fn run(invocation: &Invocation, mut stop: watch::Receiver<bool>) -> (Outcome, Captured) {
+/// server is shutting down). With `lines`, every stdout line (without its
+/// newline, cut at [`LINE_LIMIT`]) is sent there as soon as it is read.
+/// Never panics on a driver's misbehaviour: every failure becomes the
+/// outcome.
+pub async fn run(
+    invocation: &Invocation,
+    mut stop: watch::Receiver<bool>,
+    lines: Option<mpsc::UnboundedSender<Vec<u8>>>,
+) -> (Outcome, Captured) {
     let started = Instant::now();
     let failed = |e: String| {
         (
@@ -54,7 +63,16 @@ pub async fn run(invocation: &Invocation, mut stop: watch::Receiver<bool>) -> (O
     let Some(pgid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
         return failed("exited before it could be tracked".into());
     };
-    let stdout = tokio::spawn(read_tail(child.stdout.take()));
+    if let (Some(input), Some(mut pipe)) = (invocation.stdin.clone(), child.stdin.take()) {
+        // A driver that never reads its stdin only loses the lines (EPIPE).
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
+    let stdout = match lines {
+        Some(lines) => tokio::spawn(read_lines(child.stdout.take(), lines)),
+        None => tokio::spawn(read_tail(child.stdout.take())),
+    };
     let stderr = tokio::spawn(read_tail(child.stderr.take()));
 
     let exit = tokio::select! {
@@ -103,7 +121,11 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
             .arg(invocation.action.as_str())
             .env_clear()
             .envs(invocation.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if invocation.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -140,25 +162,72 @@ async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
     }
 }
 
+/// The last [`OUTPUT_LIMIT`] bytes of a stream.
+#[derive(Default)]
+struct Tail(VecDeque<u8>);
+
+impl Tail {
+    fn extend(&mut self, chunk: &[u8]) {
+        let chunk = &chunk[chunk.len().saturating_sub(OUTPUT_LIMIT)..];
+        let overflow = (self.0.len() + chunk.len()).saturating_sub(OUTPUT_LIMIT);
+        self.0.drain(..overflow.min(self.0.len()));
+        self.0.extend(chunk);
+    }
+}
+
 /// Read a stream to its end, keeping only the last [`OUTPUT_LIMIT`] bytes:
 /// a driver that floods its output costs the server a bounded buffer.
 async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
     let Some(mut stream) = stream else {
         return Vec::new();
     };
-    let mut tail: VecDeque<u8> = VecDeque::with_capacity(4096);
+    let mut tail = Tail::default();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = &buf[..n];
-                let chunk = &chunk[chunk.len().saturating_sub(OUTPUT_LIMIT)..];
-                let overflow = (tail.len() + chunk.len()).saturating_sub(OUTPUT_LIMIT);
-                tail.drain(..overflow.min(tail.len()));
-                tail.extend(chunk);
-            }
+            Ok(n) => tail.extend(&buf[..n]),
         }
     }
-    tail.into()
+    tail.0.into()
+}
+
+/// Read a stream to its end, sending each line to `lines` as soon as it is
+/// complete (and a last one without its newline), keeping the tail as
+/// [`read_tail`] does. A line is cut at [`LINE_LIMIT`] bytes.
+async fn read_lines<R: AsyncRead + Unpin>(
+    stream: Option<R>,
+    lines: mpsc::UnboundedSender<Vec<u8>>,
+) -> Vec<u8> {
+    let Some(stream) = stream else {
+        return Vec::new();
+    };
+    let mut reader = BufReader::with_capacity(16 * 1024, stream);
+    let mut tail = Tail::default();
+    let mut line = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(buf) if !buf.is_empty() => buf,
+            _ => break,
+        };
+        tail.extend(buf);
+        let mut rest = buf;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            append_capped(&mut line, &rest[..end]);
+            let _ = lines.send(std::mem::take(&mut line));
+            rest = &rest[end + 1..];
+        }
+        append_capped(&mut line, rest);
+        let used = buf.len();
+        reader.consume(used);
+    }
+    if !line.is_empty() {
+        let _ = lines.send(line);
+    }
+    tail.0.into()
+}
+
+fn append_capped(line: &mut Vec<u8>, bytes: &[u8]) {
+    let room = LINE_LIMIT.saturating_sub(line.len());
+    line.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }

@@ -23,6 +23,9 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     let mut node_at: HashMap<String, Location> = HashMap::new();
     let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
     let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
+    // Values a batch driver could not read on a line, checked once the
+    // platforms are known.
+    let mut unsendable: Vec<Unsendable> = Vec::new();
 
     for fragment in fragments {
         let precedence = fragment.precedence;
@@ -56,6 +59,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                 timeout: def.timeout,
                 concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
+                batch: def.batch,
             };
             platforms.insert(name, (platform, precedence));
         }
@@ -63,6 +67,18 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
             let Some(platform) = def.platform else {
                 continue;
             };
+            for (key, value) in &def.variables {
+                if let Some(what) = line_breaking(value) {
+                    unsendable.push(Unsendable {
+                        nodes: power_proto::hostlist::compress(
+                            def.names.value.iter().map(String::as_str),
+                        ),
+                        platform: platform.value.clone(),
+                        variable: key.clone(),
+                        what,
+                    });
+                }
+            }
             for name in &def.names.value {
                 if let Some(first) = node_at.get(name) {
                     errors.push(twice("node", name, first, &def.names.at));
@@ -127,6 +143,21 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
             ));
         }
     }
+    for u in unsendable {
+        let Some(platform) = platforms.get(&u.platform) else {
+            continue;
+        };
+        if platform.batch.is_some() && platform.variables.contains(&u.variable.value) {
+            errors.push(Diagnostic::at(
+                &u.variable.at,
+                format!(
+                    "node {}: variable {}: the value holds {}, which cannot be sent to \
+                     the batch platform {} (one node per line, fields split by TAB)",
+                    u.nodes, u.variable.value, u.what, u.platform
+                ),
+            ));
+        }
+    }
     // A node's own `groups` list adds it to (or creates) those groups.
     for node in &nodes {
         for group in &node.groups {
@@ -172,6 +203,25 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     } else {
         Err(errors)
     }
+}
+
+/// A node variable whose value would break a batch driver's input line.
+struct Unsendable {
+    nodes: String,
+    platform: String,
+    variable: super::parse::At<String>,
+    what: &'static str,
+}
+
+/// What in `value` would break a TAB-separated line, if anything.
+fn line_breaking(value: &str) -> Option<&'static str> {
+    value.chars().find_map(|c| match c {
+        '\t' => Some("a TAB"),
+        '\n' => Some("a line feed"),
+        '\r' => Some("a carriage return"),
+        '\0' => Some("a NUL"),
+        _ => None,
+    })
 }
 
 fn twice(what: &str, name: &str, first: &Location, second: &Location) -> Diagnostic {

@@ -41,6 +41,9 @@ pub struct Platform {
     pub concurrency: Option<usize>,
     /// A variable naming a shared controller; runs sharing its value never overlap.
     pub serialize_by: Option<String>,
+    /// `Some(batch_max)` for a batch platform: its driver runs once per
+    /// chunk of at most that many nodes, reading them on stdin.
+    pub batch: Option<usize>,
 }
 
 /// One group of nodes.

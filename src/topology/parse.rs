@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const DEFAULT_STATUS_OFF_EXIT_CODE: i32 = 111;
 /// How long a driver may run before its process group is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Nodes per driver run of a batch platform, unless it sets `batch_max`.
+pub const DEFAULT_BATCH_MAX: usize = 256;
 /// A node-key hostlist may define at most this many nodes.
 const NODE_KEY_LIMIT: usize = hostlist::DEFAULT_LIMIT;
 
@@ -87,6 +89,9 @@ pub struct PlatformDef {
     /// A variable whose value names a shared controller: runs sharing it
     /// never overlap.
     pub serialize_by: Option<At<String>>,
+    /// `Some(batch_max)` for a batch platform (`batch: true`): one driver
+    /// run serves a chunk of at most that many nodes.
+    pub batch: Option<usize>,
 }
 
 /// One `groups` entry.
@@ -367,6 +372,8 @@ impl Parser {
         let mut timeout = DEFAULT_TIMEOUT;
         let mut concurrency = None;
         let mut serialize_by = None;
+        let mut batch = false;
+        let mut batch_max = None;
         for (k, v) in map.iter() {
             let what = format!("{label}: {}", k.as_str());
             match k.as_str() {
@@ -387,73 +394,24 @@ impl Parser {
                 "prelude" => prelude = self.scalar(v, &what).map(|s| s.as_str().to_string()),
                 "driver" => driver = self.scalar(v, &what).map(|s| self.at(s)),
                 "status_off_exit_code" => {
-                    if let Some(s) = self.scalar(v, &what) {
-                        match s.as_str().parse::<i32>() {
-                            Ok(code) if (1..=255).contains(&code) => status_off_exit_code = code,
-                            _ => self.error(
-                                s.span(),
-                                format!("{what}: expected an exit code from 1 to 255, found {:?}", s.as_str()),
-                            ),
-                        }
-                    }
+                    status_off_exit_code = self.typed(v, &what, exit_code).unwrap_or(status_off_exit_code);
                 }
-                "timeout" => {
-                    if let Some(s) = self.scalar(v, &what) {
-                        match parse_duration(s.as_str()) {
-                            Ok(d) => timeout = d,
-                            Err(e) => self.error(s.span(), format!("{what}: {e}")),
-                        }
-                    }
-                }
-                "concurrency" => {
-                    if let Some(s) = self.scalar(v, &what) {
-                        match s.as_str().parse::<usize>() {
-                            Ok(n) if n >= 1 => concurrency = Some(n),
-                            _ => self.error(
-                                s.span(),
-                                format!("{what}: expected a whole number of at least 1, found {:?}", s.as_str()),
-                            ),
-                        }
-                    }
-                }
+                "timeout" => timeout = self.typed(v, &what, parse_duration).unwrap_or(timeout),
+                "concurrency" => concurrency = self.typed(v, &what, at_least_one),
                 "serialize_by" => serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
+                "batch" => batch = self.typed(v, &what, boolean).unwrap_or(false),
+                "batch_max" => batch_max = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
                 other => self.error(
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
-                         restart, status, driver, status_off_exit_code, timeout, concurrency or serialize_by)"
+                         restart, status, driver, status_off_exit_code, timeout, concurrency, serialize_by, \
+                         batch or batch_max)"
                     ),
                 ),
             }
         }
-        let driver = match (driver, commands.is_empty()) {
-            (Some(name), true) if prelude.is_some() => {
-                self.error(
-                    key.span(),
-                    format!(
-                        "{label}: a prelude goes with inline commands, not with \"driver: {}\"",
-                        name.value
-                    ),
-                );
-                return None;
-            }
-            (Some(name), true) => DriverSpec::DropIn(name),
-            (None, false) => DriverSpec::Inline { prelude, commands },
-            (Some(name), false) => {
-                self.error(
-                    key.span(),
-                    format!("{label}: gives both \"driver: {}\" and inline commands; use one or the other", name.value),
-                );
-                return None;
-            }
-            (None, true) => {
-                self.error(
-                    key.span(),
-                    format!("{label}: no commands (expected power_on, power_off, restart and status, or driver: NAME)"),
-                );
-                return None;
-            }
-        };
+        let driver = self.driver_spec(key, &label, driver, prelude, commands)?;
         if let Some(var) = &serialize_by {
             if !variables.iter().any(|v| v.value == var.value) {
                 self.error(
@@ -465,6 +423,19 @@ impl Parser {
                 );
             }
         }
+        let batch = match (batch, batch_max) {
+            (true, max) => Some(max.map_or(DEFAULT_BATCH_MAX, |(n, _)| n)),
+            (false, None) => None,
+            (false, Some((_, at))) => {
+                self.errors.push(Diagnostic::at(
+                    &at,
+                    format!(
+                        "{label}: batch_max is only for a batch platform (add \"batch: true\")"
+                    ),
+                ));
+                None
+            }
+        };
         Some(PlatformDef {
             name: self.at(key),
             variables,
@@ -473,7 +444,49 @@ impl Parser {
             timeout,
             concurrency,
             serialize_by,
+            batch,
         })
+    }
+
+    /// A scalar parsed by `parse`; its error is reported at the value as `what: error`.
+    fn typed<T>(
+        &mut self,
+        value: &Node,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.scalar(value, what)?;
+        parse(s.as_str())
+            .map_err(|e| self.error(s.span(), format!("{what}: {e}")))
+            .ok()
+    }
+
+    /// Inline commands or a drop-in driver: exactly one of the two.
+    fn driver_spec(
+        &mut self,
+        key: &MarkedScalarNode,
+        label: &str,
+        driver: Option<At<String>>,
+        prelude: Option<String>,
+        commands: BTreeMap<Action, String>,
+    ) -> Option<DriverSpec> {
+        let problem = match (driver, commands.is_empty()) {
+            (None, false) => return Some(DriverSpec::Inline { prelude, commands }),
+            (Some(name), true) if prelude.is_none() => return Some(DriverSpec::DropIn(name)),
+            (Some(name), true) => format!(
+                "{label}: a prelude goes with inline commands, not with \"driver: {}\"",
+                name.value
+            ),
+            (Some(name), false) => format!(
+                "{label}: gives both \"driver: {}\" and inline commands; use one or the other",
+                name.value
+            ),
+            (None, true) => format!(
+                "{label}: no commands (expected power_on, power_off, restart and status, or driver: NAME)"
+            ),
+        };
+        self.error(key.span(), problem);
+        None
     }
 
     fn group(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<GroupDef> {
@@ -529,6 +542,32 @@ pub fn is_group_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn exit_code(text: &str) -> Result<i32, String> {
+    match text.parse::<i32>() {
+        Ok(code) if (1..=255).contains(&code) => Ok(code),
+        _ => Err(format!(
+            "expected an exit code from 1 to 255, found {text:?}"
+        )),
+    }
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of at least 1, found {text:?}"
+        )),
+    }
+}
+
+fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, found {text:?}")),
+    }
 }
 
 /// `90s`, `2m`, `1m 30s`; a bare number is seconds.
