@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 /// A topology in a temp directory, loaded with the checkout's and the test
 /// fixtures' drivers; `out` is where fixture drivers write (`FIXTURE_OUT`).
-struct Fixture {
+pub struct Fixture {
     dir: tempfile::TempDir,
-    loaded: Arc<Loaded>,
+    pub loaded: Arc<Loaded>,
 }
 
 impl Fixture {
-    fn new(files: &[(&str, &str)]) -> Fixture {
+    pub fn new(files: &[(&str, &str)]) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let topology = dir.path().join("topology.d");
         std::fs::create_dir_all(&topology).unwrap();
@@ -38,13 +38,13 @@ impl Fixture {
         Fixture { dir, loaded }
     }
 
-    fn out(&self) -> PathBuf {
+    pub fn out(&self) -> PathBuf {
         self.dir.path().join("out")
     }
 
     /// An engine whose drivers inherit only what a test chooses, plus
     /// `FIXTURE_OUT` and `POWER_SIM_DIR` pointing into this fixture.
-    fn engine(&self, concurrency: usize, extra: &[(&str, &str)]) -> Arc<Engine> {
+    pub fn engine(&self, concurrency: usize, extra: &[(&str, &str)]) -> Arc<Engine> {
         let mut env: Vec<(OsString, OsString)> = vec![
             ("PATH".into(), std::env::var_os("PATH").unwrap()),
             ("FIXTURE_OUT".into(), self.out().into()),
@@ -54,7 +54,7 @@ impl Fixture {
         Engine::new(concurrency, env)
     }
 
-    async fn run(
+    pub async fn run(
         &self,
         engine: &Arc<Engine>,
         action: Action,
@@ -65,7 +65,7 @@ impl Fixture {
     }
 }
 
-fn checkout() -> PathBuf {
+pub fn checkout() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -83,7 +83,7 @@ fn recorded_env(out: &Path, node: &str) -> BTreeMap<String, String> {
 }
 
 /// Poll `condition` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if condition() {
@@ -97,7 +97,7 @@ fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
 }
 
 /// A process is gone once it no longer exists or is only a zombie.
-fn gone(pid: &str) -> bool {
+pub fn gone(pid: &str) -> bool {
     match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
         Err(_) => true,
         Ok(stat) => stat

@@ -2,6 +2,7 @@
 //! `power-server` and `power` binaries and real driver executables.
 
 mod api;
+mod batch;
 mod check;
 mod client;
 mod core;

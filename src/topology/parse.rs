@@ -698,6 +698,28 @@ mod tests {
     }
 
     #[test]
+    fn batch_platforms_default_to_256_nodes_a_run() {
+        let f = parse_ok(
+            "platforms:\n  a:\n    driver: sim\n    batch: true\n  b:\n    driver: sim\n    batch: true\n    \
+             batch_max: 1000\n  c:\n    driver: sim\n    batch: false\n",
+        );
+        let batch: Vec<Option<usize>> = f.platforms.iter().map(|p| p.batch).collect();
+        assert_eq!(batch, [Some(DEFAULT_BATCH_MAX), Some(1000), None]);
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: d\n    batch: yes\n"),
+            "t.yaml:4:12: platform p: batch: expected true or false, found \"yes\""
+        );
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: d\n    batch_max: 10\n"),
+            "t.yaml:4:16: platform p: batch_max is only for a batch platform (add \"batch: true\")"
+        );
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: d\n    batch: true\n    batch_max: 0\n"),
+            "t.yaml:5:16: platform p: batch_max: expected a whole number of at least 1, found \"0\""
+        );
+    }
+
+    #[test]
     fn node_errors_name_the_node_and_line() {
         assert_eq!(
             one_error("static_nodes:\n  n1:\n    ipmi_user: x\n"),
