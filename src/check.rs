@@ -69,7 +69,7 @@ fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
         let nodes = topology
             .nodes()
             .iter()
-            .filter(|n| &n.platform == name)
+            .filter(|n| *n.platform == **name)
             .count();
         let _ = writeln!(
             out,
@@ -78,7 +78,7 @@ fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
             platform.defined_at
         );
     }
-    let names = topology.nodes().iter().map(|n| n.name.as_str());
+    let names = topology.nodes().iter().map(|n| &*n.name);
     let _ = writeln!(
         out,
         "nodes: {} ({})",

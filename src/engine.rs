@@ -127,7 +127,7 @@ impl Engine {
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
         let (tx, rx) = mpsc::unbounded_channel();
         // Nodes of batch platforms, by platform and controller value.
-        let mut batches: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
+        let mut batches: BTreeMap<(Arc<str>, Option<String>), Vec<String>> = BTreeMap::new();
         for name in nodes {
             let Some(node) = loaded.topology.node(&name) else {
                 let _ = tx.send(CommandAttributes::missing(action, &name));
@@ -142,12 +142,12 @@ impl Engine {
                 let _ = tx.send(CommandAttributes::not_run(
                     action,
                     &name,
-                    Some(node.platform.clone()),
+                    Some(node.platform.to_string()),
                     error,
                 ));
                 continue;
             }
-            let platform = &loaded.topology.platforms[&node.platform];
+            let platform = &loaded.topology.platforms[&*node.platform];
             if platform.batch.is_some() {
                 // Counted again per chunk below.
                 drop(counted);
@@ -167,7 +167,7 @@ impl Engine {
             });
         }
         for ((platform, _), names) in batches {
-            let max = loaded.topology.platforms[&platform]
+            let max = loaded.topology.platforms[&*platform]
                 .batch
                 .expect("a batch platform");
             for chunk in chunks(names, max) {
@@ -221,8 +221,8 @@ impl Engine {
 
     async fn run_one(&self, loaded: &Loaded, action: Action, name: &str) -> CommandAttributes {
         let node = loaded.topology.node(name).expect("checked by run");
-        let platform = &loaded.topology.platforms[&node.platform];
-        let driver = &loaded.drivers.by_platform[&node.platform];
+        let platform = &loaded.topology.platforms[&*node.platform];
+        let driver = &loaded.drivers.by_platform[&*node.platform];
         let _held = self
             .hold(&[name], platform, controller_key(platform, node))
             .await;
@@ -257,7 +257,7 @@ impl Engine {
             .iter()
             .map(|n| loaded.topology.node(n).expect("checked by run"))
             .collect();
-        let platform = &loaded.topology.platforms[&nodes[0].platform];
+        let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
         let sorted: Vec<&str> = names.iter().map(String::as_str).collect();
         let _held = self

@@ -542,7 +542,7 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
         .topology
         .nodes()
         .iter()
-        .map(|n| n.name.clone())
+        .map(|n| n.name.to_string())
         .collect();
     assert_eq!(names, ["n1", "n2"], "the running topology stays in place");
 }

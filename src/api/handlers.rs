@@ -52,11 +52,11 @@ pub fn nodes(app: Arc<App>, authorization: Option<String>) -> Response {
         .filter(|n| grant.covers(&n.name))
         .map(|n| Resource {
             kind: "nodes".into(),
-            id: n.name.clone(),
+            id: n.name.to_string(),
             attributes: NodeAttributes {
-                name: n.name.clone(),
-                platform: Some(n.platform.clone()),
-                groups: memberships.remove(n.name.as_str()).unwrap_or_default(),
+                name: n.name.to_string(),
+                platform: Some(n.platform.to_string()),
+                groups: memberships.remove(&*n.name).unwrap_or_default(),
             },
         })
         .collect();

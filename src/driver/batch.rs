@@ -32,7 +32,7 @@ pub fn input(variables: &[String], nodes: &[&Node]) -> Vec<u8> {
         text.push_str(&node.name);
         for var in variables {
             text.push('\t');
-            text.push_str(node.variables.get(var).map_or("", String::as_str));
+            text.push_str(node.variables.get(var).unwrap_or(""));
         }
         text.push('\n');
     }
@@ -206,7 +206,6 @@ impl Ledger {
 mod tests {
     use super::*;
     use crate::topology::Location;
-    use std::collections::BTreeMap;
 
     fn node(name: &str, vars: &[(&str, &str)]) -> Node {
         let here = Location {
@@ -220,7 +219,7 @@ mod tests {
             variables: vars
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
+                .collect(),
             groups: vec![],
             defined_at: here.clone(),
             platform_at: here,

@@ -57,7 +57,7 @@ pub fn plan(
         }
     }
     env.push(("POWER_ACTION".into(), action.as_str().into()));
-    env.push(("POWER_NODE".into(), node.name.clone().into()));
+    env.push(("POWER_NODE".into(), (*node.name).into()));
     env.push(("POWER_PLATFORM".into(), platform.name.clone().into()));
     Invocation {
         program,
@@ -115,7 +115,7 @@ pub fn secrets(node: &Node) -> Vec<String> {
     node.variables
         .iter()
         .filter(|(k, v)| !v.is_empty() && HINTS.iter().any(|h| k.to_ascii_lowercase().contains(h)))
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.to_string())
         .collect()
 }
 

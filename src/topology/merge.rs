@@ -3,9 +3,10 @@
 //! Pure: works on parsed fragments in the order their files were read.
 
 use super::diagnostic::{Diagnostic, Location};
-use super::model::{Group, Node, Platform, Topology};
+use super::model::{Group, Node, Platform, Topology, Variables};
 use super::parse::Fragment;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// What merging found that is not fatal.
 pub type Warnings = Vec<Diagnostic>;
@@ -20,6 +21,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
+    let mut strings = Interner::default();
     let mut node_at: HashMap<String, Location> = HashMap::new();
     let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
     let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
@@ -85,16 +87,17 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                     continue;
                 }
                 node_at.insert(name.clone(), def.names.at.clone());
-                let mut variables: BTreeMap<String, String> = def
+                let name: Arc<str> = Arc::from(name.as_str());
+                let mut variables: Vec<(Arc<str>, Arc<str>)> = def
                     .variables
                     .iter()
-                    .map(|(k, v)| (k.value.clone(), v.clone()))
+                    .map(|(k, v)| (strings.get(&k.value), strings.get(v)))
                     .collect();
-                variables.insert("name".into(), name.clone());
+                variables.push((strings.get("name"), name.clone()));
                 nodes.push(Node {
-                    name: name.clone(),
-                    platform: platform.value.clone(),
-                    variables,
+                    name,
+                    platform: strings.get(&platform.value),
+                    variables: Variables::new(variables),
                     groups: def.groups.iter().map(|g| g.value.clone()).collect(),
                     defined_at: def.names.at.clone(),
                     platform_at: platform.at.clone(),
@@ -127,7 +130,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
 
     // Cross-references, once every file is in.
     for node in &nodes {
-        if !platforms.contains_key(&node.platform) {
+        if !platforms.contains_key(&*node.platform) {
             let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
             let defined = if defined.is_empty() {
                 "none".to_string()
@@ -170,7 +173,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                     None,
                 )
             });
-            g.nodes.push(node.name.clone());
+            g.nodes.push(node.name.to_string());
         }
     }
     let mut groups_out = BTreeMap::new();
@@ -202,6 +205,22 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
         Ok((Topology::new(nodes, platforms, groups_out), warnings))
     } else {
         Err(errors)
+    }
+}
+
+/// One shared copy of each string: 100,000 nodes name a handful of
+/// platforms and variables, and often repeat values (a user name, a region).
+#[derive(Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.0.insert(shared.clone());
+        shared
     }
 }
 
@@ -351,9 +370,9 @@ mod tests {
             "g.yaml:2:3: group compute: 1 member is not in static_nodes: n4"
         );
         let n2 = t.node("n2").unwrap();
-        assert_eq!(n2.variables["name"], "n2");
-        assert_eq!(n2.platform, "p");
-        let order: Vec<&str> = t.nodes().iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(&n2.variables["name"], "n2");
+        assert_eq!(&*n2.platform, "p");
+        let order: Vec<&str> = t.nodes().iter().map(|n| &*n.name).collect();
         assert_eq!(order, ["n1", "n2", "n3", "gpu1"]);
     }
 }

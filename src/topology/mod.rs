@@ -102,12 +102,7 @@ mod tests {
             "static_nodes:\n  new1:\n    platform: sim\n",
         );
         let loaded = load(&[vendor, admin.clone()]).unwrap();
-        let names: Vec<&str> = loaded
-            .topology
-            .nodes()
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
+        let names: Vec<&str> = loaded.topology.nodes().iter().map(|n| &*n.name).collect();
         assert_eq!(names, ["new1"]);
         assert_eq!(
             loaded.files[1].1,
@@ -162,12 +157,7 @@ mod tests {
         write(&a, "README", "not a fragment");
         write(&a, ".30-hidden.yaml", "{ broken");
         let loaded = load(&[a, b]).unwrap();
-        let names: Vec<&str> = loaded
-            .topology
-            .nodes()
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect();
+        let names: Vec<&str> = loaded.topology.nodes().iter().map(|n| &*n.name).collect();
         assert_eq!(names, ["x1", "x2"]);
         assert_eq!(loaded.files.len(), 3);
     }
@@ -223,7 +213,7 @@ mod tests {
         let t = &loaded.topology;
         assert_eq!(t.nodes().len(), 3);
         assert_eq!(
-            t.node("node03").unwrap().variables["ipmi_password"],
+            &t.node("node03").unwrap().variables["ipmi_password"],
             "adminpass"
         );
         assert_eq!(t.platforms["aws"].status_off_exit_code, 123);

@@ -3,23 +3,78 @@
 use super::diagnostic::Location;
 use super::parse::DriverSpec;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// One node.
+/// One node. A topology may hold 100,000 of them: the strings they share
+/// (platform and variable names, repeated values) are shared, not copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// The node's name (also its `name` variable).
-    pub name: String,
+    pub name: Arc<str>,
     /// Its platform's name.
-    pub platform: String,
+    pub platform: Arc<str>,
     /// Its variables, `name` included. Never sent to clients.
-    pub variables: BTreeMap<String, String>,
+    pub variables: Variables,
     /// Groups it lists itself in.
     pub groups: Vec<String>,
     /// Where its key stands.
     pub defined_at: Location,
     /// Where its `platform` value stands.
     pub platform_at: Location,
+}
+
+/// A node's variables, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variables(Box<[(Arc<str>, Arc<str>)]>);
+
+impl Variables {
+    /// The variables `pairs` define; of a name given twice, the last value stands.
+    pub fn new(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> Self {
+        // A stable sort keeps the order of equal names: the last one wins.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            match kept.last_mut() {
+                Some(last) if last.0 == pair.0 => *last = pair,
+                _ => kept.push(pair),
+            }
+        }
+        Variables(kept.into_boxed_slice())
+    }
+
+    /// The value of `name`, if the node sets it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    /// Every variable, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Variables {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        Variables::new(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref())))
+                .collect(),
+        )
+    }
+}
+
+impl std::ops::Index<&str> for Variables {
+    type Output = str;
+
+    fn index(&self, name: &str) -> &str {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no variable {name:?}"))
+    }
 }
 
 /// One platform: how to run each action for its nodes.
@@ -59,7 +114,7 @@ pub struct Group {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     nodes: Vec<Node>,
-    index: HashMap<String, usize>,
+    index: HashMap<Arc<str>, usize>,
     /// Platforms by name.
     pub platforms: BTreeMap<String, Platform>,
     /// Groups by name.
