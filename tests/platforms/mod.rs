@@ -11,6 +11,7 @@ mod aws;
 mod azure;
 mod fence;
 mod ipmi;
+mod ipmipower;
 mod libvirt;
 mod redfish;
 

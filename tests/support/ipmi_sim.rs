@@ -92,6 +92,16 @@ impl IpmiSim {
     /// `chassis power status` through ipmitool. Panics (naming the BMC and
     /// its log) if one does not within 30 s.
     pub fn start(n: usize) -> IpmiSim {
+        IpmiSim::start_inner(n, None)
+    }
+
+    /// [`IpmiSim::start`], with one `password` for the admin user of every
+    /// BMC (as a site with one BMC password has), instead of one each.
+    pub fn start_with_password(n: usize, password: &str) -> IpmiSim {
+        IpmiSim::start_inner(n, Some(password))
+    }
+
+    fn start_inner(n: usize, password: Option<&str>) -> IpmiSim {
         require("ipmi_sim");
         require("ipmitool");
         let dir = tempfile::Builder::new()
@@ -103,7 +113,7 @@ impl IpmiSim {
         make_executable(&control);
         let mut bmcs = Vec::with_capacity(n);
         for i in 0..n {
-            bmcs.push(start_bmc(dir.path(), &control, i, 0));
+            bmcs.push(start_bmc(dir.path(), &control, i, 0, password));
         }
         // Readiness in a second pass, so the processes start up together.
         for (i, bmc) in bmcs.iter_mut().enumerate() {
@@ -115,7 +125,7 @@ impl IpmiSim {
                 if !log.contains("Address already in use") || attempt > 3 {
                     panic!("ipmi_sim at {} exited at start; its log:\n{log}", bmc.addr);
                 }
-                *bmc = start_bmc(dir.path(), &control, i, attempt);
+                *bmc = start_bmc(dir.path(), &control, i, attempt, password);
             }
         }
         IpmiSim { bmcs, dir }
@@ -295,8 +305,8 @@ esac
 "#;
 
 /// Start one `ipmi_sim` in `root/bmcN` (`bmcN.ATTEMPT` after the first)
-/// on a fresh address.
-fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize) -> Bmc {
+/// on a fresh address, with `password` (else a random one) for its admin.
+fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize, password: Option<&str>) -> Bmc {
     let dir = match attempt {
         0 => root.join(format!("bmc{i}")),
         n => root.join(format!("bmc{i}.{n}")),
@@ -305,7 +315,9 @@ fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize) -> Bmc {
     std::fs::create_dir(dir.join("persist")).unwrap();
     let addr = next_free_addr().to_string();
     // 16 bytes at most: the limit of IPMI 1.5 (`-I lan`); 2.0 allows 20.
-    let password = format!("pw{}", &super::random_secret()[..14]);
+    let password = password
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("pw{}", &super::random_secret()[..14]));
     let state_file = dir.join("power");
     let events_file = dir.join("events");
     let log_file = dir.join("ipmi_sim.log");

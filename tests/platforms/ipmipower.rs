@@ -1,0 +1,732 @@
+//! The shipped batch platform `ipmipower` (drivers/ipmipower,
+//! topology.d/10-ipmipower.yaml) against real BMCs, OpenIPMI's `ipmi_sim`
+//! (`tests/support/ipmi_sim.rs`), through the real server and the real
+//! `power` client: one FreeIPMI `ipmipower` process for many BMCs.
+//!
+//! Each simulated BMC has its own loopback address on port 623, which
+//! ipmipower needs: it names its answers by host alone. ipmi_sim wants
+//! `-W opensesspriv`, so the nodes set `ipmi_workaround: opensesspriv`.
+//!
+//! A wrapper named `ipmipower`, first on the server's `PATH`, records each
+//! call's arguments (and the mode of the config file it is given) before it
+//! runs the real one: the tests count the calls and look for passwords in
+//! them.
+
+use super::{q, results, shipped, start_with_operator, static_nodes};
+use crate::support::ipmi_sim::{Bmc, IpmiSim};
+use crate::support::{self, Server};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A node on the ipmipower platform for the BMC at `addr`, as `user` with
+/// `password` (no `ipmi_password` when `None`), with ipmi_sim's workaround
+/// and `extra` variables. An empty value leaves the variable out.
+fn node(
+    name: &str,
+    addr: &str,
+    user: &str,
+    password: Option<&str>,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut vars = vec![("ipmi_host", addr), ("ipmi_username", user)];
+    if let Some(password) = password {
+        vars.push(("ipmi_password", password));
+    }
+    if !extra.iter().any(|(k, _)| *k == "ipmi_workaround") {
+        vars.push(("ipmi_workaround", "opensesspriv"));
+    }
+    vars.extend_from_slice(extra);
+    let mut s = format!("  {name}:\n    platform: ipmipower\n");
+    for (k, v) in vars {
+        if !v.is_empty() {
+            s.push_str(&format!("    {k}: {}\n", q(v)));
+        }
+    }
+    s
+}
+
+/// A node with `bmc`'s own address and credentials.
+fn node_for(name: &str, bmc: &Bmc) -> String {
+    node(name, &bmc.addr, &bmc.user, Some(&bmc.password), &[])
+}
+
+/// A server with the shipped fragment, these nodes and `env`, whose
+/// `ipmipower` is the recording wrapper.
+struct Rig {
+    server: Server,
+    token: String,
+    /// The wrapper's directory; `calls.log` has one line per call.
+    bin: tempfile::TempDir,
+}
+
+impl Rig {
+    fn start(nodes: &[String], env: &[(&str, &str)]) -> Rig {
+        let real = real_ipmipower();
+        let bin = tempfile::Builder::new()
+            .prefix("ipmipower-wrapper")
+            .tempdir()
+            .unwrap();
+        let log = bin.path().join("calls.log");
+        std::fs::write(&log, "").unwrap();
+        // Each call: its arguments on one line, then the modes of the
+        // config file and of its directory, and the file's path.
+        let script = format!(
+            r#"#!/bin/sh
+conf=
+for arg; do
+  case $arg in --config-file=*) conf=${{arg#--config-file=}} ;; esac
+done
+{{
+  printf 'args: %s\n' "$*"
+  if [ -n "$conf" ]; then
+    printf 'modes: %s %s\n' "$(stat -c %a "$conf")" "$(stat -c %a "$(dirname "$conf")")"
+    printf 'conf: %s\n' "$conf"
+  fi
+}} >>'{log}'
+exec '{real}' "$@"
+"#,
+            log = log.display(),
+            real = real.display(),
+        );
+        let path = super::first_on_path(bin.path(), "ipmipower", &script);
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("PATH", &path));
+        let (server, token) = start_with_operator(
+            "10-ipmipower.yaml",
+            &[],
+            &static_nodes(nodes),
+            env.iter().copied(),
+        );
+        Rig { server, token, bin }
+    }
+
+    /// The wrapper's log lines of one kind (`args`, `modes`, `conf`).
+    fn logged(&self, kind: &str) -> Vec<String> {
+        let prefix = format!("{kind}: ");
+        std::fs::read_to_string(self.bin.path().join("calls.log"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    /// The arguments of every ipmipower call so far, one string per call.
+    fn calls(&self) -> Vec<String> {
+        self.logged("args")
+    }
+
+    /// `power --json ARGS...`: exit code, results by node, whole output.
+    fn power(&self, args: &[&str]) -> (i32, BTreeMap<String, Value>, String) {
+        results(&self.server, &self.token, args)
+    }
+
+    /// The state `power status NODES` reports for each node, by name.
+    fn states(&self, nodes: &str) -> BTreeMap<String, String> {
+        let (_, r, all) = self.power(&["status", nodes]);
+        r.iter()
+            .map(|(name, n)| {
+                let state = n["state"].as_str().unwrap_or_else(|| panic!("{all}"));
+                (name.clone(), state.to_string())
+            })
+            .collect()
+    }
+}
+
+/// The installed ipmipower (it lives in /usr/sbin, maybe not on PATH).
+fn real_ipmipower() -> PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("ipmipower"))
+        .find(|p| p.is_file())
+        .expect(
+            "ipmipower is not installed: run scripts/install-test-deps (it installs freeipmi-tools)",
+        )
+}
+
+/// The names `bmc01`..`bmcNN` for `n` BMCs.
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("bmc{i:02}")).collect()
+}
+
+/// Each BMC's power as the simulator holds it, by node name.
+fn sim_states(sim: &IpmiSim) -> BTreeMap<String, String> {
+    names(sim.bmcs.len())
+        .into_iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| (name, if bmc.power() { "on" } else { "off" }.to_string()))
+        .collect()
+}
+
+/// Assert that every node in `r` succeeded.
+fn assert_all_ok(action: &str, code: i32, r: &BTreeMap<String, Value>, all: &str, server: &Server) {
+    assert_eq!(code, 0, "{action}: {all}\nserver log:\n{}", server.log());
+    assert!(
+        r.values().all(|n| n["success"] == true),
+        "{action}: {all}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+/// The `error` of `node` in [`results`].
+fn error_of(r: &BTreeMap<String, Value>, node: &str) -> String {
+    r[node]["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// Sixteen BMCs with one password (from the server's environment): each
+/// action on all of them is one ipmipower call, status reads every
+/// simulator exactly, on and off change only the asked BMCs, and a restart
+/// is one chassis reset that leaves the machine on.
+#[test]
+fn ipmipower_status_on_off_restart_of_16_bmcs_in_one_call_each() {
+    let password = format!("pw{}", &support::random_secret()[..14]);
+    let sim = IpmiSim::start_with_password(16, &password);
+    let names = names(16);
+    let nodes: Vec<String> = names
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node(name, &bmc.addr, &bmc.user, None, &[]))
+        .collect();
+    for i in [1, 4, 9, 15] {
+        sim.bmcs[i].set_power(true);
+    }
+    let rig = Rig::start(&nodes, &[("IPMI_PASSWORD", &password)]);
+
+    let start = Instant::now();
+    let states = rig.states("bmc[01-16]");
+    let took = start.elapsed();
+    assert_eq!(
+        states,
+        sim_states(&sim),
+        "server log:\n{}",
+        rig.server.log()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "status of 16 BMCs took {took:?}"
+    );
+    let calls = rig.calls();
+    assert_eq!(calls.len(), 1, "one ipmipower for 16 BMCs: {calls:#?}");
+    assert!(calls[0].contains("--stat"), "{}", calls[0]);
+    for bmc in &sim.bmcs {
+        assert!(
+            calls[0].contains(&bmc.addr),
+            "{} not in {}",
+            bmc.addr,
+            calls[0]
+        );
+    }
+
+    let (code, r, all) = rig.power(&["on", "bmc[01-08]"]);
+    assert_all_ok("on", code, &r, &all, &rig.server);
+    assert_eq!(r.len(), 8);
+    for (i, bmc) in sim.bmcs.iter().enumerate() {
+        assert_eq!(
+            bmc.power(),
+            i < 8 || [9, 15].contains(&i),
+            "bmc{:02}",
+            i + 1
+        );
+    }
+    assert!(sim.bmcs[0]
+        .set_events()
+        .contains(&"set power 1".to_string()));
+    assert!(sim.bmcs[8].set_events().is_empty(), "bmc09 was not asked");
+
+    let (code, r, all) = rig.power(&["off", "bmc[05-12]"]);
+    assert_all_ok("off", code, &r, &all, &rig.server);
+    for (i, bmc) in sim.bmcs.iter().enumerate() {
+        assert_eq!(bmc.power(), i < 4 || i == 15, "bmc{:02}", i + 1);
+    }
+
+    let before = sim.bmcs[0].set_events();
+    let (code, r, all) = rig.power(&["restart", "bmc01", "bmc16"]);
+    assert_all_ok("restart", code, &r, &all, &rig.server);
+    let after = sim.bmcs[0].set_events();
+    assert_eq!(
+        &after[before.len()..],
+        ["set reset 1"],
+        "a restart is one chassis reset"
+    );
+    assert!(sim.bmcs[0].power(), "a reset leaves the machine on");
+    assert!(sim.bmcs[15]
+        .set_events()
+        .contains(&"set reset 1".to_string()));
+
+    assert_eq!(rig.states("bmc[01-16]"), sim_states(&sim));
+    let calls = rig.calls();
+    assert_eq!(calls.len(), 5, "one call per action: {calls:#?}");
+    for (call, option) in calls
+        .iter()
+        .zip(["--stat", "--on", "--off", "--reset", "--stat"])
+    {
+        assert!(call.ends_with(option), "{call}");
+    }
+}
+
+/// BMCs with passwords of their own (node variables) go to one call per
+/// password, side by side; two nodes of one BMC (the same host, one with
+/// the port spelled out) are not confused, since ipmipower answers by host:
+/// each gets its own call and its own answer. A node without `ipmi_host`
+/// reaches `<node>-bmc`, and one name that does not resolve fails alone.
+#[test]
+fn ipmipower_passwords_duplicate_hosts_and_unknown_names() {
+    let sim = IpmiSim::start(4);
+    sim.bmcs[2].set_power(true);
+    let mut nodes: Vec<String> = names(4)
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node_for(name, bmc))
+        .collect();
+    let b1 = &sim.bmcs[0];
+    nodes.push(node(
+        "twin",
+        &b1.addr,
+        &b1.user,
+        Some(&b1.password),
+        &[("ipmi_port", "623")],
+    ));
+    // No ipmi_host: the platform asks for "nowhere-x7q-bmc", which no
+    // resolver knows. Same credentials as bmc01: the same call.
+    nodes.push(node("nowhere-x7q", "", &b1.user, Some(&b1.password), &[]));
+    let rig = Rig::start(&nodes, &[]);
+
+    let (code, r, all) = rig.power(&["status", "bmc[01-04]", "twin", "nowhere-x7q"]);
+    assert_eq!(code, 1, "{all}");
+    let states: BTreeMap<&str, &str> = r
+        .iter()
+        .map(|(k, v)| (k.as_str(), v["state"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            ("bmc01", "off"),
+            ("bmc02", "off"),
+            ("bmc03", "on"),
+            ("bmc04", "off"),
+            ("twin", "off"),
+            ("nowhere-x7q", "unknown"),
+        ]),
+        "{all}\nserver log:\n{}",
+        rig.server.log()
+    );
+    let error = error_of(&r, "nowhere-x7q");
+    assert!(
+        error.contains("nowhere-x7q-bmc") && error.contains("host name not found"),
+        "{error}"
+    );
+    // bmc01 and twin share a host: two calls for that password; one each
+    // for the other three; and bmc01's call once more after ipmipower
+    // stopped at the unknown name.
+    let calls = rig.calls();
+    assert!((6..=7).contains(&calls.len()), "{calls:#?}");
+    let with_b1: Vec<&String> = calls.iter().filter(|c| c.contains(&b1.addr)).collect();
+    assert!(
+        with_b1.iter().all(|c| c.matches(&b1.addr).count() == 1),
+        "one host once per call: {with_b1:#?}"
+    );
+
+    let (code, r, all) = rig.power(&["on", "twin"]);
+    assert_all_ok("on", code, &r, &all, &rig.server);
+    assert!(b1.power(), "twin is bmc01's machine");
+    let (_, r, all) = rig.power(&["status", "bmc01", "twin"]);
+    assert_eq!(r["bmc01"]["state"], "on", "{all}");
+    assert_eq!(r["twin"]["state"], "on", "{all}");
+}
+
+/// A wrong password or user fails every action with an error saying the
+/// BMC refused authentication and naming it, with nothing changed; no
+/// password, right or wrong, is on ipmipower's command line, in an API
+/// answer, the server log or the audit log. The config file that carries
+/// it is mode 0600 in a private directory, and gone after the run.
+#[test]
+fn ipmipower_wrong_password_is_refused_and_never_shown() {
+    let sim = IpmiSim::start(2);
+    let (good_bmc, bad_bmc) = (&sim.bmcs[0], &sim.bmcs[1]);
+    let wrong = "Wr0ng-pass-4711";
+    let nodes = [
+        node_for("good", good_bmc),
+        node("bad", &bad_bmc.addr, "admin", Some(wrong), &[]),
+        node("nouser", &bad_bmc.addr, "nobody", Some(wrong), &[]),
+    ];
+    let rig = Rig::start(&nodes, &[]);
+
+    let reply = rig.server.get("/?nodes=good,bad", &rig.token);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let attrs: Vec<Value> = reply.json()["data"]
+        .as_array()
+        .expect("data is a list")
+        .iter()
+        .map(|d| d["attributes"].clone())
+        .collect();
+    assert_eq!(attrs[0]["success"], true, "{}", reply.body);
+    assert_eq!(attrs[0]["state"], "off");
+    assert_eq!(attrs[1]["success"], false, "{}", reply.body);
+    assert_eq!(attrs[1]["state"], "unknown");
+    let error = attrs[1]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("authentication refused")
+            && error.contains(&bad_bmc.addr)
+            && error.contains("wrong password"),
+        "error {error:?} should say the BMC refused the password"
+    );
+
+    let (code, r, all) = rig.power(&["status", "bad", "nouser"]);
+    assert_eq!(code, 1, "{all}");
+    assert!(
+        error_of(&r, "bad").contains("authentication refused"),
+        "{all}"
+    );
+    let error = error_of(&r, "nouser");
+    assert!(
+        error.contains("authentication refused") && error.contains("'nobody'"),
+        "an unknown user is refused as such: {error}"
+    );
+    for action in ["on", "off", "restart"] {
+        let (code, r, all) = rig.power(&[action, "bad"]);
+        assert_eq!(code, 1, "{action}: {all}");
+        assert_eq!(r["bad"]["success"], false, "{all}");
+        assert!(
+            error_of(&r, "bad").contains("authentication refused"),
+            "{all}"
+        );
+        assert!(error_of(&r, "bad").contains(&bad_bmc.addr), "{all}");
+    }
+    // The table names the failure too.
+    let (status, table, _) = support::power(&rig.server, &rig.token, &["off", "bad"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        table.contains("Failed to stop") && table.contains("authentication refused"),
+        "{table}"
+    );
+    assert!(bad_bmc.set_events().is_empty(), "nothing ran on the BMC");
+    assert!(!bad_bmc.power());
+
+    let body = rig.server.get("/?nodes=good,bad,nouser", &rig.token).body;
+    let log = rig.server.log();
+    let audit = rig.server.audit_lines().join("\n");
+    let calls = rig.calls().join("\n");
+    for password in [wrong, good_bmc.password.as_str()] {
+        assert!(!body.contains(password), "the API answer shows a password");
+        assert!(!log.contains(password), "the server log shows a password");
+        assert!(!audit.contains(password), "the audit log shows a password");
+        assert!(
+            !calls.contains(password),
+            "ipmipower's argv holds a password: {calls}"
+        );
+    }
+    for flag in [" -p ", "--password", " -P", " -k ", "--k-g"] {
+        assert!(!calls.contains(flag), "ipmipower got {flag}: {calls}");
+    }
+    let modes = rig.logged("modes");
+    assert!(!modes.is_empty());
+    assert!(
+        modes.iter().all(|m| m == "600 700"),
+        "config file and its directory: {modes:?}"
+    );
+    for conf in rig.logged("conf") {
+        assert!(!Path::new(&conf).exists(), "{conf} is left behind");
+        assert!(
+            !Path::new(&conf).parent().unwrap().exists(),
+            "the driver's private directory is left behind"
+        );
+    }
+}
+
+/// Without `ipmi_password`, the password comes from `IPMI_PASSWORD` in the
+/// server's environment; with neither, the node fails at once saying where
+/// to set one, and ipmipower is not run (it would use a null password).
+#[test]
+fn ipmipower_password_from_the_environment_or_none() {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    let nodes = [node("envnode", &bmc.addr, &bmc.user, None, &[])];
+
+    let rig = Rig::start(&nodes, &[("IPMI_PASSWORD", &bmc.password)]);
+    let (code, r, all) = rig.power(&["on", "envnode"]);
+    assert_all_ok("on", code, &r, &all, &rig.server);
+    assert!(bmc.power());
+    assert_eq!(rig.states("envnode")["envnode"], "on");
+    drop(rig);
+
+    let rig = Rig::start(&nodes, &[]);
+    let (code, r, all) = rig.power(&["off", "envnode"]);
+    assert_eq!(code, 1, "{all}");
+    let error = error_of(&r, "envnode");
+    assert!(
+        error.contains("no IPMI password")
+            && error.contains("ipmi_password")
+            && error.contains("IPMI_PASSWORD")
+            && error.contains(&bmc.addr),
+        "{error}"
+    );
+    assert!(rig.calls().is_empty(), "ipmipower ran: {:?}", rig.calls());
+    assert!(bmc.power(), "nothing changed");
+}
+
+/// A BMC nothing answers on, in one chunk and one ipmipower call with four
+/// live ones: the live answers arrive (streamed per node) long before the
+/// dead one, which fails within its `ipmi_timeout`, saying it is
+/// unreachable and timed out, never as a killed driver. Meanwhile no
+/// process shows the password on its command line.
+#[test]
+fn ipmipower_dead_bmc_fails_in_bounded_time_while_the_others_answer() {
+    let password = format!("pw{}", &support::random_secret()[..14]);
+    let sim = IpmiSim::start_with_password(4, &password);
+    sim.bmcs[3].set_power(true);
+    let dead = IpmiSim::dead_addr();
+    let timeout = [("ipmi_timeout", "3")];
+    let mut nodes: Vec<String> = names(4)
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node(name, &bmc.addr, &bmc.user, Some(&password), &timeout))
+        .collect();
+    nodes.push(node("dead", &dead, "admin", Some(&password), &timeout));
+    let rig = Rig::start(&nodes, &[]);
+
+    let start = Instant::now();
+    let response = rig.server.send(
+        "GET",
+        "/?nodes=bmc[01-04],dead",
+        Some(&rig.token),
+        &[("Accept", "application/x-ndjson")],
+    );
+    assert_eq!(response.status().as_u16(), 200);
+    let mut body = response.into_body().into_reader();
+    // Watch every command line while the driver waits for the dead BMC.
+    let watcher = std::thread::spawn({
+        let password = password.clone();
+        move || {
+            let mut seen = Vec::new();
+            let until = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < until {
+                seen.extend(command_lines_with(&password));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        }
+    });
+    let mut arrivals = Vec::new();
+    while let Some(line) = support::read_line(&mut body) {
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        arrivals.push((
+            start.elapsed(),
+            v["id"].as_str().unwrap_or_default().to_string(),
+            v,
+        ));
+    }
+    let seen = watcher.join().unwrap();
+    assert!(seen.is_empty(), "command lines with the password: {seen:?}");
+
+    let log = rig.server.log();
+    assert_eq!(arrivals.len(), 5, "{arrivals:#?}\nserver log:\n{log}");
+    let (dead_at, dead_id, dead_result) = arrivals.last().unwrap();
+    assert_eq!(dead_id, "dead", "the dead BMC answers last: {arrivals:#?}");
+    for (at, id, v) in &arrivals[..4] {
+        assert_eq!(
+            v["attributes"]["success"], true,
+            "{id}: {v}\nserver log:\n{log}"
+        );
+        assert!(
+            *at + Duration::from_millis(1500) < *dead_at,
+            "{id} came at {at:?}, the dead BMC's error at {dead_at:?}"
+        );
+    }
+    let states: Vec<_> = arrivals[..4]
+        .iter()
+        .map(|(_, id, v)| (id.as_str(), v["attributes"]["state"].as_str().unwrap()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("bmc01", "off"),
+            ("bmc02", "off"),
+            ("bmc03", "off"),
+            ("bmc04", "on")
+        ]
+    );
+    let attrs = &dead_result["attributes"];
+    assert_eq!(attrs["success"], false);
+    assert_eq!(attrs["state"], "unknown");
+    let error = attrs["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("unreachable") && error.contains("timed out") && error.contains(&dead),
+        "error {error:?} should say the BMC is unreachable"
+    );
+    assert!(!error.contains("driver killed"), "{error}");
+    assert!(
+        *dead_at < Duration::from_secs(10),
+        "the dead BMC took {dead_at:?} (ipmi_timeout 3 s)"
+    );
+    assert_eq!(rig.calls().len(), 1, "{:#?}", rig.calls());
+
+    let (code, r, all) = rig.power(&["off", "dead", "bmc04"]);
+    assert_eq!(code, 1, "{all}");
+    assert_eq!(r["bmc04"]["success"], true, "{all}");
+    assert!(error_of(&r, "dead").contains("unreachable"), "{all}");
+    assert!(!sim.bmcs[3].power());
+}
+
+/// Every process whose command line holds `secret` (pid and command line).
+fn command_lines_with(secret: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path().join("cmdline");
+        if let Ok(bytes) = std::fs::read(&path) {
+            let line = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if line.contains(secret) {
+                found.push(format!("{}: {line}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// The other variables reach ipmipower: IPMI 1.5 (`ipmi_interface: lan`)
+/// works without a workaround and refuses a wrong password; lanplus without
+/// `opensesspriv` is refused by ipmi_sim with an error naming the
+/// workaround; a cipher suite ipmi_sim does not offer is named; values that
+/// would not be a host or a number fail alone, saying which variable.
+#[test]
+fn ipmipower_interface_cipher_workaround_and_bad_values() {
+    let sim = IpmiSim::start(3);
+    let [a, b, c] = [&sim.bmcs[0], &sim.bmcs[1], &sim.bmcs[2]];
+    let lan = ("ipmi_interface", "lan");
+    let no_workaround = ("ipmi_workaround", "");
+    let nodes = [
+        node(
+            "v15",
+            &a.addr,
+            &a.user,
+            Some(&a.password),
+            &[lan, no_workaround],
+        ),
+        node(
+            "v15bad",
+            &a.addr,
+            &a.user,
+            Some("not-the-pw"),
+            &[lan, no_workaround, ("ipmi_timeout", "1")],
+        ),
+        node(
+            "nowork",
+            &b.addr,
+            &b.user,
+            Some(&b.password),
+            &[no_workaround],
+        ),
+        node(
+            "c17",
+            &c.addr,
+            &c.user,
+            Some(&c.password),
+            &[("ipmi_cipher", "17")],
+        ),
+        node("badhost", "bmc[1-2]", "admin", Some("x"), &[]),
+        node(
+            "badtime",
+            &c.addr,
+            "admin",
+            Some("x"),
+            &[("ipmi_timeout", "soon")],
+        ),
+    ];
+    let rig = Rig::start(&nodes, &[]);
+
+    let (code, r, all) = rig.power(&["on", "v15"]);
+    assert_all_ok("on", code, &r, &all, &rig.server);
+    assert!(a.power());
+    assert!(
+        rig.calls()[0].contains("--driver-type=LAN "),
+        "{:?}",
+        rig.calls()
+    );
+
+    let (code, r, all) = rig.power(&["status", "v15bad", "nowork", "c17", "badhost", "badtime"]);
+    assert_eq!(code, 1, "{all}");
+    assert!(r.values().all(|n| n["success"] == false), "{all}");
+    assert!(
+        error_of(&r, "v15bad").contains("authentication refused"),
+        "{all}"
+    );
+    let error = error_of(&r, "nowork");
+    assert!(
+        error.contains(&b.addr) && error.contains("opensesspriv"),
+        "{error}"
+    );
+    let error = error_of(&r, "c17");
+    assert!(
+        error.contains(&c.addr) && error.contains("cipher suite 17"),
+        "{error}"
+    );
+    assert!(error_of(&r, "badhost").contains("ipmi_host"), "{all}");
+    assert!(error_of(&r, "badtime").contains("ipmi_timeout"), "{all}");
+    assert!(
+        rig.calls()
+            .iter()
+            .all(|c| !c.contains("bmc[") && !c.contains("soon")),
+        "{:?}",
+        rig.calls()
+    );
+    assert!(!b.power() && !c.power(), "nothing changed");
+}
+
+/// The shipped fragment declares a batch platform on the ipmipower driver,
+/// with every variable the driver reads and a timeout; the driver is
+/// executable and never passes a password on ipmipower's command line.
+#[test]
+fn ipmipower_shipped_fragment_and_driver() {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped("10-ipmipower.yaml")).unwrap();
+    let platform = &yaml["platforms"]["ipmipower"];
+    assert_eq!(platform["driver"].as_str(), Some("ipmipower"));
+    assert_eq!(platform["batch"].as_bool(), Some(true));
+    assert!(platform["timeout"].as_str().is_some(), "{platform:?}");
+    let variables: Vec<&str> = platform["variables"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let driver = std::fs::read_to_string(support::checkout().join("drivers/ipmipower")).unwrap();
+    for var in [
+        "ipmi_host",
+        "ipmi_port",
+        "ipmi_username",
+        "ipmi_password",
+        "ipmi_cipher",
+        "ipmi_workaround",
+        "ipmi_interface",
+        "ipmi_timeout",
+    ] {
+        assert!(
+            variables.contains(&var),
+            "{var} not declared: {variables:?}"
+        );
+        assert!(
+            driver.contains(&format!("field {var}")),
+            "the driver does not read {var}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(support::checkout().join("drivers/ipmipower"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "drivers/ipmipower is not executable");
+    assert!(
+        driver.contains("--config-file="),
+        "the password goes in a config file"
+    );
+    for flag in ["--password", " -p ", "-P"] {
+        assert!(
+            !driver
+                .lines()
+                .any(|l| l.contains(flag) && !l.trim_start().starts_with('#')),
+            "the driver uses {flag}"
+        );
+    }
+}
