@@ -1,29 +1,89 @@
-//! The shipped `aws` platform (`topology.d/10-aws.yaml`) against moto's EC2
-//! emulator, through the real server and the real `power` client.
+//! The shipped AWS platforms against moto's EC2 emulator, through the real
+//! server and the real `power` client: the per-node `aws`
+//! (`topology.d/10-aws.yaml`, inline commands as in the reference) and the
+//! batch `aws-batch` (`topology.d/10-aws-batch.yaml`, `drivers/aws-batch`).
+//! Each shared test runs for both ([`Variant`]); the batch-only ones follow.
 //!
 //! Every `aws` CLI call costs about half a second of CPU, so each test
-//! makes only a handful: the platform makes one per node and action, the
-//! harness reads many instances' states in one.
+//! makes only a handful: the per-node platform makes one per node and
+//! action, the batch one one per chunk and action, the harness reads many
+//! instances' states in one.
 
-use super::{power_rows, start_server, static_nodes, Row};
+use super::{first_on_path, power_rows, start_server, static_nodes, Row};
 use crate::support::moto::{Moto, REGION};
 use crate::support::{daemon, Server};
 use std::ffi::OsString;
+use std::time::{Duration, Instant};
 
-/// A node on the aws platform: `(name, instance id, extra variables)`.
-fn node(name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
-    let mut s =
-        format!("  {name}:\n    platform: aws\n    ec2_id: {ec2_id:?}\n    region: {REGION}\n");
+/// Which shipped AWS platform a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// `aws`: one CLI call per node and action.
+    PerNode,
+    /// `aws-batch`: one CLI call per chunk of nodes and action.
+    Batch,
+}
+
+impl Variant {
+    /// The platform's name.
+    fn platform(self) -> &'static str {
+        match self {
+            Variant::PerNode => "aws",
+            Variant::Batch => "aws-batch",
+        }
+    }
+
+    /// The shipped fragment that declares it.
+    fn fragment(self) -> &'static str {
+        match self {
+            Variant::PerNode => "10-aws.yaml",
+            Variant::Batch => "10-aws-batch.yaml",
+        }
+    }
+}
+
+/// `#[test]`s `NAME::aws` and `NAME::aws_batch`, each running the function
+/// `NAME(Variant)` for its platform.
+macro_rules! both_platforms {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn aws() {
+                super::$name(super::Variant::PerNode)
+            }
+
+            #[test]
+            fn aws_batch() {
+                super::$name(super::Variant::Batch)
+            }
+        }
+    )*};
+}
+
+both_platforms!(
+    aws_instances_are_reported_stopped_started_and_rebooted,
+    aws_unknown_instance_and_dead_endpoint_fail_saying_why,
+    aws_silent_endpoint_times_out,
+    aws_bad_credentials_are_refused,
+);
+
+/// A node on the variant's platform: `(name, instance id, extra
+/// variables)`.
+fn node(variant: Variant, name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "  {name}:\n    platform: {}\n    ec2_id: {ec2_id:?}\n    region: {REGION}\n",
+        variant.platform()
+    );
     for (k, v) in extra {
         s.push_str(&format!("    {k}: {v:?}\n"));
     }
     s
 }
 
-/// Start a server with the shipped fragment, these nodes and this
-/// environment.
-fn server(nodes: &[String], env: Vec<(OsString, OsString)>) -> Server {
-    start_server("10-aws.yaml", &[], &static_nodes(nodes), env)
+/// Start a server with the variant's shipped fragment, these nodes and
+/// this environment.
+fn server(variant: Variant, nodes: &[String], env: Vec<(OsString, OsString)>) -> Server {
+    start_server(variant.fragment(), &[], &static_nodes(nodes), env)
 }
 
 /// Assert that every row failed, with `unknown` state for a status, and an
@@ -45,15 +105,14 @@ fn assert_failed(rows: &[Row], status: bool, expected: &str) {
 
 /// Three instances are reported, stopped, started and rebooted through
 /// the client, and moto's own view follows each action.
-#[test]
-fn aws_instances_are_reported_stopped_started_and_rebooted() {
+fn aws_instances_are_reported_stopped_started_and_rebooted(variant: Variant) {
     let moto = Moto::start();
     let ids = moto.run_instances(3);
     let endpoint = [("aws_endpoint_url", moto.url.as_str())];
     let nodes: Vec<String> = (0..3)
-        .map(|i| node(&format!("ec2-{}", i + 1), &ids[i], &endpoint))
+        .map(|i| node(variant, &format!("ec2-{}", i + 1), &ids[i], &endpoint))
         .collect();
-    let server = server(&nodes, moto.server_env());
+    let server = server(variant, &nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
     let (status, rows) = power_rows(&server, &token, &["status", "ec2-[1-3]"]);
@@ -70,7 +129,8 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
     assert!(status.success());
     assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
 
-    // Off is the platform's status_off_exit_code 123, as in the reference.
+    // Off is the per-node platform's status_off_exit_code 123, as in the
+    // reference; the batch driver says "off".
     let (status, rows) = power_rows(&server, &token, &["status", "ec2-[1-3]"]);
     assert_eq!(
         rows,
@@ -99,8 +159,7 @@ fn aws_instances_are_reported_stopped_started_and_rebooted() {
 /// instance id fail saying why: never
 /// success, never a hang. The refused endpoint is tried with the CLI's
 /// default retries, as a packaged server would.
-#[test]
-fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
+fn aws_unknown_instance_and_dead_endpoint_fail_saying_why(variant: Variant) {
     let moto = Moto::start();
     let ids = moto.run_instances(1);
     moto.aws(&[
@@ -114,19 +173,21 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
     let dead = format!("http://127.0.0.1:{}", daemon::closed_port());
     let live = [("aws_endpoint_url", moto.url.as_str())];
     let nodes = [
-        node("ghost", "i-0123456789abcdef0", &live),
-        node("gone", &ids[0], &live),
+        node(variant, "ghost", "i-0123456789abcdef0", &live),
+        node(variant, "gone", &ids[0], &live),
         node(
+            variant,
             "dead",
             "i-0123456789abcdef0",
             &[("aws_endpoint_url", &dead)],
         ),
         format!(
-            "  unset:\n    platform: aws\n    aws_endpoint_url: {:?}\n",
+            "  unset:\n    platform: {}\n    aws_endpoint_url: {:?}\n",
+            variant.platform(),
             moto.url
         ),
     ];
-    let server = server(&nodes, moto.server_env());
+    let server = server(variant, &nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
     let (status, rows) = power_rows(&server, &token, &["status", "ghost", "gone", "dead"]);
@@ -160,8 +221,7 @@ fn aws_unknown_instance_and_dead_endpoint_fail_saying_why() {
 /// An endpoint that accepts the connection and never answers times out
 /// (the platform's `--cli-read-timeout`), once per attempt: one attempt
 /// here (`AWS_MAX_ATTEMPTS=1`) to keep the test short.
-#[test]
-fn aws_silent_endpoint_times_out() {
+fn aws_silent_endpoint_times_out(variant: Variant) {
     let moto = Moto::start();
     // Connections complete in the kernel's backlog; nothing ever reads.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -169,7 +229,9 @@ fn aws_silent_endpoint_times_out() {
     let mut env = moto.server_env();
     env.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
     let server = server(
+        variant,
         &[node(
+            variant,
             "silent",
             "i-0123456789abcdef0",
             &[("aws_endpoint_url", &url)],
@@ -192,8 +254,7 @@ fn aws_silent_endpoint_times_out() {
 /// refused (`AuthFailure`) and changes nothing, while a profile with the
 /// IAM user's keys works. The endpoint comes from `AWS_ENDPOINT_URL` in
 /// the server's environment, not from a node variable.
-#[test]
-fn aws_bad_credentials_are_refused() {
+fn aws_bad_credentials_are_refused(variant: Variant) {
     let mut moto = Moto::start();
     let ids = moto.run_instances(1);
     let (key_id, secret) = moto.enable_auth();
@@ -207,12 +268,12 @@ fn aws_bad_credentials_are_refused() {
     )
     .unwrap();
     let nodes = [
-        node("good", &ids[0], &[("aws_profile", "good")]),
-        node("bad", &ids[0], &[("aws_profile", "bad")]),
+        node(variant, "good", &ids[0], &[("aws_profile", "good")]),
+        node(variant, "bad", &ids[0], &[("aws_profile", "bad")]),
     ];
     let mut env = moto.private_env();
     env.push(("AWS_ENDPOINT_URL".into(), moto.url.clone().into()));
-    let server = server(&nodes, env);
+    let server = server(variant, &nodes, env);
     let token = server.token(&["--role", "operator"]);
 
     let (status, rows) = power_rows(&server, &token, &["status", "good"]);
@@ -237,4 +298,190 @@ fn aws_bad_credentials_are_refused() {
     assert!(!status.success());
     assert_failed(&rows, false, "AuthFailure");
     assert_eq!(moto.state(&ids[0]), "running");
+}
+
+/// A `PATH` whose `aws` logs each call's operation (`describe-instances`,
+/// ...) to `dir/aws-calls.log` and runs the real CLI; the log's path.
+fn counting_aws(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let real = which::which("aws").expect("the aws CLI (scripts/install-test-deps)");
+    let bin = dir.join("counting-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("aws-calls.log");
+    std::fs::write(&log, "").unwrap();
+    let path = first_on_path(
+        &bin,
+        "aws",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$2\" >>'{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        ),
+    );
+    (path, log)
+}
+
+/// The operations logged by [`counting_aws`] since the last call, which
+/// empties the log.
+fn calls_since(log: &std::path::Path) -> Vec<String> {
+    let calls = std::fs::read_to_string(log).unwrap_or_default();
+    std::fs::write(log, "").unwrap();
+    calls.lines().map(str::to_string).collect()
+}
+
+/// One request over a chunk mixing instances moto knows, ids it does not
+/// know and two nodes on the same instance: each node gets its own answer,
+/// an unknown id fails only its node (naming the id), the known instances
+/// are acted on, and it takes one CLI call per action (two when EC2 has
+/// refused the first for the unknown ids).
+#[test]
+fn aws_batch_chunk_mixing_known_and_unknown_ids_answers_each() {
+    let moto = Moto::start();
+    let ids = moto.run_instances(3);
+    let (path, log) = counting_aws(moto.dir());
+    let live = [("aws_endpoint_url", moto.url.as_str())];
+    let ghost = ["i-0123456789abcdef0", "i-0123456789abcdef1"];
+    let nodes = [
+        node(Variant::Batch, "k1", &ids[0], &live),
+        node(Variant::Batch, "k2", &ids[1], &live),
+        node(Variant::Batch, "k3", &ids[2], &live),
+        node(Variant::Batch, "twin", &ids[0], &live),
+        node(Variant::Batch, "u1", ghost[0], &live),
+        node(Variant::Batch, "u2", ghost[1], &live),
+    ];
+    let mut env = moto.server_env();
+    env.push(("PATH".into(), path.into()));
+    let server = server(Variant::Batch, &nodes, env);
+    let token = server.token(&["--role", "operator"]);
+    let all = ["k1", "k2", "k3", "twin", "u1", "u2"];
+
+    let assert_unknown = |rows: &[Row], status: bool| {
+        for (row, id) in rows.iter().zip(ghost) {
+            assert_failed(
+                std::slice::from_ref(row),
+                status,
+                "InvalidInstanceID.NotFound",
+            );
+            assert_failed(std::slice::from_ref(row), status, &format!("'{id}'"));
+        }
+    };
+
+    let mut args = vec!["status"];
+    args.extend(all);
+    let (status, rows) = power_rows(&server, &token, &args);
+    assert!(!status.success());
+    assert_eq!(
+        rows[..4],
+        ["k1", "k2", "k3", "twin"].map(|n| Row::ok(n, Some("on"))),
+        "server log:\n{}",
+        server.log()
+    );
+    assert_unknown(&rows[4..], true);
+    // The call with every id fails for the unknown ones; one filtered
+    // describe answers the rest.
+    let calls = calls_since(&log);
+    assert!(
+        calls.len() <= 2 && calls.iter().all(|c| c == "describe-instances"),
+        "{calls:?}"
+    );
+
+    let (status, rows) = power_rows(&server, &token, &["off", "k1", "u1", "k2", "twin", "u2"]);
+    assert!(!status.success());
+    assert_eq!(
+        [&rows[0], &rows[2], &rows[3]],
+        [
+            &Row::ok("k1", None),
+            &Row::ok("k2", None),
+            &Row::ok("twin", None)
+        ]
+    );
+    assert_unknown(&[rows[1].clone(), rows[4].clone()], false);
+    let calls = calls_since(&log);
+    assert_eq!(
+        calls,
+        ["stop-instances", "stop-instances"],
+        "one refused, one without the unknown ids"
+    );
+    assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
+
+    let (status, rows) = power_rows(&server, &token, &["status", "k1", "k2", "k3", "twin"]);
+    assert!(status.success());
+    assert_eq!(
+        rows,
+        [
+            Row::ok("k1", Some("off")),
+            Row::ok("k2", Some("off")),
+            Row::ok("k3", Some("on")),
+            Row::ok("twin", Some("off")),
+        ]
+    );
+    assert_eq!(calls_since(&log), ["describe-instances"]);
+
+    let mut args = vec!["on"];
+    args.extend(all);
+    let (status, rows) = power_rows(&server, &token, &args);
+    assert!(!status.success());
+    assert_eq!(
+        rows[..4],
+        ["k1", "k2", "k3", "twin"].map(|n| Row::ok(n, None))
+    );
+    assert_unknown(&rows[4..], false);
+    assert_eq!(moto.states(&ids), ["running", "running", "running"]);
+}
+
+/// 200 instances' status in one request: every node answers, with one or
+/// two aws CLI calls where the per-node platform makes 200; then all 200
+/// are stopped with one more.
+#[test]
+fn aws_batch_200_instances_in_one_request_take_a_few_cli_calls() {
+    let moto = Moto::start();
+    let ids = moto.run_instances(200);
+    let (path, log) = counting_aws(moto.dir());
+    let live = [("aws_endpoint_url", moto.url.as_str())];
+    let names: Vec<String> = (1..=200).map(|i| format!("ec2-{i:03}")).collect();
+    let nodes: Vec<String> = names
+        .iter()
+        .zip(&ids)
+        .map(|(name, id)| node(Variant::Batch, name, id, &live))
+        .collect();
+    let mut env = moto.server_env();
+    env.push(("PATH".into(), path.into()));
+    let server = server(Variant::Batch, &nodes, env);
+    let token = server.token(&["--role", "operator"]);
+
+    let start = Instant::now();
+    let (status, rows) = power_rows(&server, &token, &["status", "ec2-[001-200]"]);
+    let took = start.elapsed();
+    assert_eq!(
+        rows,
+        names
+            .iter()
+            .map(|n| Row::ok(n, Some("on")))
+            .collect::<Vec<_>>(),
+        "server log:\n{}",
+        server.log()
+    );
+    assert!(status.success());
+    let calls = calls_since(&log);
+    assert!(
+        calls.len() <= 2,
+        "200 statuses took {} aws calls: {calls:?}",
+        calls.len()
+    );
+    // One CLI call is about half a second of CPU; 200 would be minutes.
+    assert!(
+        took < Duration::from_secs(120),
+        "200 statuses took {took:?}"
+    );
+    eprintln!("200 statuses: {} aws call(s), {took:?}", calls.len());
+
+    let (status, rows) = power_rows(&server, &token, &["off", "ec2-[001-200]"]);
+    assert!(status.success(), "{rows:?}");
+    assert!(rows.iter().all(|r| r.success), "{rows:?}");
+    let calls = calls_since(&log);
+    assert!(
+        calls.len() <= 2,
+        "200 stops took {} aws calls: {calls:?}",
+        calls.len()
+    );
+    assert!(moto.states(&ids).iter().all(|s| s == "stopped"));
 }
