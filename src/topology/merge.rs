@@ -22,7 +22,9 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     let mut warnings = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
     let mut strings = Interner::default();
-    let mut node_at: HashMap<String, Location> = HashMap::new();
+    // Each node's index in `nodes`, by name: duplicates are found here, and
+    // it becomes the topology's index.
+    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
     let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
     let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
     // Values a batch driver could not read on a line, checked once the
@@ -82,12 +84,12 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                 }
             }
             for name in &def.names.value {
-                if let Some(first) = node_at.get(name) {
-                    errors.push(twice("node", name, first, &def.names.at));
+                if let Some(&first) = index.get(name.as_str()) {
+                    errors.push(twice("node", name, &nodes[first].defined_at, &def.names.at));
                     continue;
                 }
-                node_at.insert(name.clone(), def.names.at.clone());
                 let name: Arc<str> = Arc::from(name.as_str());
+                index.insert(name.clone(), nodes.len());
                 let mut variables: Vec<(Arc<str>, Arc<str>)> = def
                     .variables
                     .iter()
@@ -183,7 +185,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
         let unknown: Vec<&str> = group
             .nodes
             .iter()
-            .filter(|n| !node_at.contains_key(*n))
+            .filter(|n| !index.contains_key(n.as_str()))
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {
@@ -202,7 +204,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     }
 
     if errors.is_empty() {
-        Ok((Topology::new(nodes, platforms, groups_out), warnings))
+        Ok((Topology::new(nodes, index, platforms, groups_out), warnings))
     } else {
         Err(errors)
     }

@@ -1,14 +1,16 @@
 //! The cluster's topology: nodes, platforms and groups, merged from YAML
 //! fragments in drop-in directories.
 //!
-//! `sources` finds the files (I/O), `parse` reads one fragment (pure),
-//! `merge` joins them and checks cross-references (pure).
+//! `sources` finds the files (I/O), `yaml` turns a file's text into a
+//! located tree (pure), `parse` reads one fragment from it (pure), `merge`
+//! joins them and checks cross-references (pure).
 
 mod diagnostic;
 mod merge;
 mod model;
 mod parse;
 mod sources;
+mod yaml;
 
 pub use diagnostic::{Diagnostic, LoadErrors, Location};
 pub use model::{Group, Node, Platform, Topology};

@@ -122,16 +122,14 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// `index` maps each node's name to its place in `nodes`.
     pub(super) fn new(
         nodes: Vec<Node>,
+        index: HashMap<Arc<str>, usize>,
         platforms: BTreeMap<String, Platform>,
         groups: BTreeMap<String, Group>,
     ) -> Self {
-        let index = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        debug_assert_eq!(nodes.len(), index.len());
         Topology {
             nodes,
             index,

@@ -4,8 +4,7 @@
 //! the file is collected, not only the first, so one `check` shows them all.
 
 use super::diagnostic::{Diagnostic, Location};
-use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
-use marked_yaml::{LoadError, LoaderOptions, Node, Span};
+use super::yaml::{self, Mapping, Node, Scalar, Span};
 use power_proto::hostlist;
 use power_proto::wire::Action;
 use std::collections::BTreeMap;
@@ -124,11 +123,10 @@ struct Parser {
 
 impl Parser {
     fn loc(&self, span: &Span) -> Location {
-        let (line, column) = span.start().map_or((1, 1), |m| (m.line(), m.column()));
         Location {
             file: self.file.clone(),
-            line,
-            column,
+            line: span.line,
+            column: span.column,
         }
     }
 
@@ -137,7 +135,7 @@ impl Parser {
         self.errors.push(d);
     }
 
-    fn at(&self, key: &MarkedScalarNode) -> At<String> {
+    fn at(&self, key: &Scalar) -> At<String> {
         At {
             value: key.as_str().to_string(),
             at: self.loc(key.span()),
@@ -153,19 +151,19 @@ impl Parser {
         {
             return fragment;
         }
-        let options = LoaderOptions::default()
-            .error_on_duplicate_keys(true)
-            .prevent_coercion(true);
-        let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
-            Ok(root) => root,
+        let parsed = match yaml::parse(text) {
+            Ok(parsed) => parsed,
             Err(e) => {
-                self.errors.push(self.yaml_error(&e));
+                self.error(&e.span, e.message);
                 return fragment;
             }
         };
-        let Some(root) = root.as_mapping() else {
+        for problem in parsed.problems {
+            self.error(&problem.span, problem.message);
+        }
+        let Node::Mapping(root) = &parsed.root else {
             self.error(
-                root.span(),
+                parsed.root.span(),
                 "expected a mapping with static_nodes, platforms and groups",
             );
             return fragment;
@@ -204,51 +202,8 @@ impl Parser {
         fragment
     }
 
-    fn yaml_error(&self, e: &LoadError) -> Diagnostic {
-        let (marker, message) = match e {
-            LoadError::TopLevelMustBeMapping(m) => (
-                Some(*m),
-                "expected a mapping with static_nodes, platforms and groups".to_string(),
-            ),
-            LoadError::TopLevelMustBeSequence(m) => (Some(*m), "unexpected top level".to_string()),
-            LoadError::UnexpectedAnchor(m) => (
-                Some(*m),
-                "YAML anchors and aliases are not supported".into(),
-            ),
-            LoadError::MappingKeyMustBeScalar(m) => {
-                (Some(*m), "a mapping key must be a plain string".into())
-            }
-            LoadError::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".into()),
-            LoadError::ScanError(m, e) => (Some(*m), format!("invalid YAML: {}", e.info())),
-            LoadError::DuplicateKey(inner) => {
-                let first = inner.prev_key.span().start().map(|m| m.line()).unwrap_or(0);
-                (
-                    inner.key.span().start().copied(),
-                    format!(
-                        "key {:?} given twice in one mapping (first at line {first})",
-                        inner.key.as_str()
-                    ),
-                )
-            }
-        };
-        let (line, column) = marker.map_or((1, 1), |m| (m.line(), m.column()));
-        Diagnostic::at(
-            &Location {
-                file: self.file.clone(),
-                line,
-                column,
-            },
-            message,
-        )
-    }
-
     /// `value` as a mapping, or an error naming `what` and the expected shape.
-    fn mapping<'n>(
-        &mut self,
-        value: &'n Node,
-        what: &str,
-        shape: &str,
-    ) -> Option<&'n MarkedMappingNode> {
+    fn mapping<'n>(&mut self, value: &'n Node, what: &str, shape: &str) -> Option<&'n Mapping> {
         match value {
             Node::Mapping(m) => Some(m),
             // `static_nodes:` with nothing after it: an empty section.
@@ -266,7 +221,7 @@ impl Parser {
         }
     }
 
-    fn scalar<'n>(&mut self, value: &'n Node, what: &str) -> Option<&'n MarkedScalarNode> {
+    fn scalar<'n>(&mut self, value: &'n Node, what: &str) -> Option<&'n Scalar> {
         match value {
             Node::Scalar(s) => Some(s),
             other => {
@@ -284,7 +239,7 @@ impl Parser {
         match value {
             Node::Scalar(s) if s.as_str().is_empty() => Vec::new(),
             Node::Scalar(s) => vec![self.at(s)],
-            Node::Sequence(items) => items
+            Node::Sequence(items, _) => items
                 .iter()
                 .filter_map(|item| self.scalar(item, what).map(|s| self.at(s)))
                 .collect(),
@@ -298,7 +253,7 @@ impl Parser {
         }
     }
 
-    fn node(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<NodeDef> {
+    fn node(&mut self, key: &Scalar, value: &Node) -> Option<NodeDef> {
         let names = match hostlist::expand(key.as_str(), NODE_KEY_LIMIT) {
             Ok(names) if names.is_empty() => {
                 self.error(key.span(), "static_nodes: empty node name");
@@ -361,7 +316,7 @@ impl Parser {
         Some(def)
     }
 
-    fn platform(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<PlatformDef> {
+    fn platform(&mut self, key: &Scalar, value: &Node) -> Option<PlatformDef> {
         let label = format!("platform {}", key.as_str());
         let map = self.mapping(value, &label, "variables, commands or driver")?;
         let mut variables = Vec::new();
@@ -464,7 +419,7 @@ impl Parser {
     /// Inline commands or a drop-in driver: exactly one of the two.
     fn driver_spec(
         &mut self,
-        key: &MarkedScalarNode,
+        key: &Scalar,
         label: &str,
         driver: Option<At<String>>,
         prelude: Option<String>,
@@ -489,7 +444,7 @@ impl Parser {
         None
     }
 
-    fn group(&mut self, key: &MarkedScalarNode, value: &Node) -> Option<GroupDef> {
+    fn group(&mut self, key: &Scalar, value: &Node) -> Option<GroupDef> {
         let label = format!("group {}", key.as_str());
         if !is_group_name(key.as_str()) {
             self.error(
@@ -585,7 +540,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 fn kind(node: &Node) -> &'static str {
     match node {
         Node::Scalar(_) => "a single value",
-        Node::Sequence(_) => "a list",
+        Node::Sequence(..) => "a list",
         Node::Mapping(_) => "a mapping",
     }
 }
