@@ -26,16 +26,26 @@ impl Fixture {
         for (name, text) in files {
             std::fs::write(topology.join(name), text).unwrap();
         }
+        let loaded = Self::load(dir.path());
+        Fixture { dir, loaded }
+    }
+
+    fn load(dir: &Path) -> Arc<Loaded> {
         let settings = LoadSettings {
-            topology_dirs: vec![topology],
+            topology_dirs: vec![dir.join("topology.d")],
             drivers_dirs: vec![
                 checkout().join("drivers"),
                 checkout().join("tests/fixtures/drivers"),
             ],
-            runtime_dir: Some(dir.path().join("run")),
+            runtime_dir: Some(dir.join("run")),
         };
-        let loaded = Arc::new(load(&settings).unwrap_or_else(|e| panic!("{e}")));
-        Fixture { dir, loaded }
+        Arc::new(load(&settings).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// The same files loaded again, as a reload does: a new load, while
+    /// runs on the old one may go on.
+    pub fn reload(&self) -> Arc<Loaded> {
+        Self::load(self.dir.path())
     }
 
     pub fn out(&self) -> PathBuf {
@@ -359,6 +369,31 @@ async fn a_platform_bound_holds_under_a_larger_global_one() {
     assert!(
         (2..=3).contains(&max),
         "max {max} at once with concurrency 3"
+    );
+}
+
+/// A platform's bound belongs to the engine, not to one load: runs on the
+/// topology from before a reload and on the reloaded one share it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_bound_holds_across_a_reload() {
+    let f = Fixture::new(&[(
+        "t.yaml",
+        "platforms:\n  count:\n    driver: count\n    concurrency: 2\nstatic_nodes:\n  n[01-20]:\n    platform: count\n",
+    )]);
+    let engine = f.engine(50, &[("hold", "0.2")]);
+    let (old, new) = (f.loaded.clone(), f.reload());
+    assert!(!Arc::ptr_eq(&old, &new));
+    let names = |range: std::ops::RangeInclusive<i32>| range.map(|i| format!("n{i:02}")).collect();
+    let (a, b) = tokio::join!(
+        engine.run_all(old, Action::PowerOn, names(1..=6)),
+        engine.run_all(new, Action::PowerOn, names(11..=16)),
+    );
+    assert!(a.iter().chain(&b).all(|r| r.success));
+    let (counts, _) = counts_and_overlaps(&f.out());
+    let max = counts.iter().copied().max().unwrap();
+    assert_eq!(
+        max, 2,
+        "max {max} at once with concurrency 2 across two loads"
     );
 }
 
