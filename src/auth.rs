@@ -110,6 +110,19 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+/// A claims error as a person reads it: a missing claim is named as such
+/// (serde's "missing field `exp` at line 1 column 12" says it in JSON's terms).
+fn claims_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+    {
+        Some((claim, _)) => format!("the {claim} claim is required"),
+        None => format!("bad claims: {text}"),
+    }
+}
+
 /// Signing and verifying keys for one secret.
 pub struct Keys {
     encoding: EncodingKey,
@@ -173,7 +186,7 @@ impl Keys {
                 ErrorKind::MissingRequiredClaim(c) => {
                     AuthError::Invalid(format!("the {c} claim is required"))
                 }
-                ErrorKind::Json(e) => AuthError::Invalid(format!("bad claims: {e}")),
+                ErrorKind::Json(e) => AuthError::Invalid(claims_error(e)),
                 _ => AuthError::Invalid("malformed token".into()),
             })?;
         self.grant(data.claims)

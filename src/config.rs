@@ -302,7 +302,8 @@ pub fn default_secret_file() -> PathBuf {
     config.join("power-server").join("jwt-secret")
 }
 
-/// Topology and drivers directories, defaulting as `check` does.
+/// Topology and drivers directories: those given, else the packaged and
+/// admin directories plus the checkout's own when run from one.
 pub fn load_settings(
     topology_dirs: Option<Vec<PathBuf>>,
     drivers_dirs: Option<Vec<PathBuf>>,

@@ -2,7 +2,8 @@
 //! shipped `topology.d/` and its simulated nodes, a fresh secret that lives
 //! only as long as the server, and a ready token with the commands to try.
 //!
-//! Pure: this module only works out settings and words; `main` runs it.
+//! This module works out settings and words (it reads only the checkout's
+//! location); `main` runs the server.
 
 use crate::auth::{self, Claims, Keys};
 use crate::config::Settings;

@@ -4,8 +4,8 @@
 //! platform into an executable driver ([`driver`]), runs drivers for nodes
 //! under concurrency bounds ([`engine`]) and serves the power API
 //! ([`api`], with tokens from [`auth`] and settings from [`config`]).
-//! `main.rs` only parses arguments and calls into this library, so tests
-//! and benchmarks can use every part directly.
+//! `main.rs` parses arguments, layers the settings and calls into this
+//! library, so tests and benchmarks can use every part directly.
 
 pub mod api;
 pub mod auth;

@@ -375,7 +375,7 @@ fn token_matrix() {
                 sign(Algorithm::HS256, secret, &json!({"sub": "x"}))
             )),
             "/?nodes=n01",
-            "exp",
+            "the token is not valid: the exp claim is required",
         ),
         (
             "expired",

@@ -120,7 +120,7 @@ fn write_script(
             }
         })
         .collect();
-    let path = dir.join(format!("{file}-{:x}", fxhash(name)));
+    let path = dir.join(format!("{file}-{:x}", fnv1a(name)));
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -159,8 +159,8 @@ fn write_script(
     }
 }
 
-/// A short stable hash so two platforms whose names sanitise alike differ.
-fn fxhash(s: &str) -> u32 {
+/// FNV-1a: a short stable hash so two platforms whose names sanitise alike differ.
+fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811c9dc5u32, |h, b| {
         (h ^ b as u32).wrapping_mul(0x01000193)
     })

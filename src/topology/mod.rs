@@ -29,7 +29,8 @@ use std::sync::Arc;
 pub struct LoadedTopology {
     /// The merged topology.
     pub topology: Topology,
-    /// Non-fatal findings (a group member not defined, a missing variable).
+    /// Non-fatal findings (a group member not defined, a platform replaced
+    /// by a later directory's).
     pub warnings: Vec<Diagnostic>,
     /// Each file name and what it resolved to, in read order.
     pub files: Vec<(OsString, Resolved)>,
