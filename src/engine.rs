@@ -10,7 +10,7 @@
 //! global bound. A run's timeout starts when its driver starts, not while
 //! queued.
 
-use crate::driver::{self, batch, interpret, spawn};
+use crate::driver::{self, batch, interpret, persistent, spawn, Exit, Outcome};
 use crate::load::Loaded;
 use crate::topology::{Node, Platform};
 use power_proto::wire::{Action, CommandAttributes};
@@ -34,6 +34,8 @@ pub struct Engine {
     nodes: Locks,
     controllers: Locks,
     platforms: Bounds,
+    /// Persistent drivers by platform and controller value.
+    persistent: Mutex<HashMap<String, Arc<tokio::sync::Mutex<persistent::Slot>>>>,
     inherited: Vec<(OsString, OsString)>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
@@ -107,6 +109,7 @@ impl Engine {
             nodes: Locks::default(),
             controllers: Locks::default(),
             platforms: Bounds::default(),
+            persistent: Mutex::default(),
             inherited,
             stop: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -243,8 +246,8 @@ impl Engine {
     }
 
     /// One batch run: `names` (distinct nodes of one batch platform and
-    /// controller value) on the driver's stdin, each answer line sent on as
-    /// it arrives, then every silent node failed.
+    /// controller value) to the driver, each answer line sent on as it
+    /// arrives, then every silent node failed.
     async fn run_chunk(
         &self,
         loaded: &Loaded,
@@ -260,79 +263,167 @@ impl Engine {
         let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
         let sorted: Vec<&str> = names.iter().map(String::as_str).collect();
-        let _held = self
-            .hold(&sorted, platform, controller_key(platform, nodes[0]))
-            .await;
+        let controller = controller_key(platform, nodes[0]);
+        let _held = self.hold(&sorted, platform, controller.clone()).await;
 
-        let invocation = driver::plan_batch(
-            &self.inherited,
-            driver.path.clone(),
-            platform,
-            &nodes,
-            action,
-        );
         let mut secrets: Vec<String> = nodes
             .iter()
             .flat_map(|n| driver::plan::secrets(n))
             .collect();
         secrets.sort_unstable();
         secrets.dedup();
-        let mut ledger = batch::Ledger::new(action, &platform.name, names.clone(), secrets.clone());
-        let mut ignored = 0usize;
-        let mut answer = |line: Vec<u8>, ledger: &mut batch::Ledger, started: Instant| match ledger
-            .accept(&line, started.elapsed())
-        {
-            Ok(result) => {
-                log_answer(&result);
-                let _ = tx.send(result);
-            }
-            Err(why) => {
-                ignored += 1;
-                if ignored <= IGNORED_LOGGED {
-                    let line = ledger.mask(&String::from_utf8_lossy(&line));
-                    tracing::warn!(platform = %platform.name, %action, %line, "batch driver line ignored: {why}");
-                }
-            }
+        let mut answers = Answers {
+            ledger: batch::Ledger::new(action, &platform.name, names, secrets.clone()),
+            tx,
+            platform: &platform.name,
+            action,
+            ignored: 0,
+            started: Instant::now(),
         };
+        let outcome = if platform.persistent {
+            let key = format!("{}\0{}", platform.name, controller.unwrap_or_default());
+            self.run_persistent(key, platform, &driver.path, &nodes, &mut answers)
+                .await
+        } else {
+            let invocation = driver::plan_batch(
+                &self.inherited,
+                driver.path.clone(),
+                platform,
+                &nodes,
+                action,
+            );
+            self.run_once(&invocation, &mut answers).await
+        };
+        answers.finish(&outcome, &secrets);
+    }
 
-        let started = Instant::now();
+    /// A chunk on a driver run for it alone.
+    async fn run_once(
+        &self,
+        invocation: &driver::Invocation,
+        answers: &mut Answers<'_>,
+    ) -> Outcome {
+        answers.started = Instant::now();
         let (lines_tx, mut lines) = mpsc::unbounded_channel();
-        let run = spawn::run(&invocation, self.stop.subscribe(), Some(lines_tx));
+        let run = spawn::run(invocation, self.stop.subscribe(), Some(lines_tx));
         tokio::pin!(run);
-        let (outcome, captured) = loop {
+        let (outcome, _) = loop {
             tokio::select! {
                 biased;
-                Some(line) = lines.recv() => answer(line, &mut ledger, started),
+                Some(line) = lines.recv() => answers.line(&line),
                 done = &mut run => break done,
             }
         };
         // Lines read before the reader finished, not yet taken.
         while let Ok(line) = lines.try_recv() {
-            answer(line, &mut ledger, started);
+            answers.line(&line);
         }
-        let silent = ledger.unanswered(&outcome);
-        tracing::info!(
-            platform = %platform.name,
-            %action,
-            nodes = names.len(),
-            answered = names.len() - silent.len(),
-            ignored,
-            exit = ?outcome.exit,
-            duration_ms = outcome.duration.as_millis() as u64,
-            "batch driver run"
-        );
-        if !captured.stderr.is_empty() {
-            let stderr = interpret::redact(&String::from_utf8_lossy(&captured.stderr), &secrets);
-            tracing::debug!(platform = %platform.name, %stderr, "batch driver stderr");
+        outcome
+    }
+
+    /// A chunk on the platform's persistent driver (started, or restarted
+    /// after its back-off, when it is not running). A driver that overruns
+    /// the timeout, exits or is stopped is dropped with its process group.
+    async fn run_persistent(
+        &self,
+        key: String,
+        platform: &Platform,
+        program: &std::path::Path,
+        nodes: &[&Node],
+        answers: &mut Answers<'_>,
+    ) -> Outcome {
+        let slot = self
+            .persistent
+            .lock()
+            .expect("slot table poisoned")
+            .entry(key)
+            .or_default()
+            .clone();
+        // One chunk at a time per driver process.
+        let mut slot = slot.lock().await;
+        let started = Instant::now();
+        answers.started = started;
+        let failed = |exit: Exit, stderr: Vec<u8>| Outcome {
+            exit,
+            stderr,
+            duration: started.elapsed(),
+        };
+        let env = driver::plan::persistent_env(&self.inherited, platform);
+        if slot
+            .process
+            .as_ref()
+            .is_some_and(|p| !p.runs(program, &env))
+        {
+            // A reload changed the driver or its environment.
+            slot.process = None;
         }
-        for result in silent {
-            log_answer(&result);
-            let _ = tx.send(result);
+        if slot.process.is_none() {
+            let wait = slot.backoff();
+            if wait >= platform.timeout {
+                let why = format!(
+                    "the driver keeps failing; next start in {}",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                );
+                return failed(Exit::SpawnFailed(why), Vec::new());
+            }
+            tokio::time::sleep(wait).await;
+            match persistent::Process::start(program, &env).await {
+                Ok(process) => slot.process = Some(process),
+                Err(e) => {
+                    slot.failed();
+                    let why = format!("{}: {e}", program.display());
+                    return failed(Exit::SpawnFailed(why), Vec::new());
+                }
+            }
+        }
+        let process = slot.process.as_mut().expect("started above");
+        let first = process.ids(nodes.len());
+        answers.ledger.set_first_id(first);
+        let chunk = batch::persistent_input(answers.action, &platform.variables, nodes, first);
+        let deadline = tokio::time::Instant::from_std(started + platform.timeout);
+        let mut stop = self.stop.subscribe();
+        let sent = tokio::time::timeout_at(deadline, process.send(&chunk)).await;
+        let exit = match sent {
+            Err(_) => Some(Exit::TimedOut(platform.timeout)),
+            // It has gone: its exit code and stderr say why.
+            Ok(Err(_)) => Some(gone(process).await),
+            Ok(Ok(())) => loop {
+                if answers.ledger.left() == 0 {
+                    break None;
+                }
+                tokio::select! {
+                    line = process.lines.recv() => match line {
+                        Some(line) => answers.line(&line),
+                        None => break Some(gone(process).await),
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break Some(Exit::TimedOut(platform.timeout)),
+                    // (The borrow `wait_for` returns must not live across the kill.)
+                    _ = async {
+                        if stop.wait_for(|stop| *stop).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    } => break Some(Exit::Stopped),
+                }
+            },
+        };
+        let stderr = process.stderr();
+        match exit {
+            None => {
+                slot.succeeded();
+                failed(Exit::Code(0), stderr)
+            }
+            Some(exit) => {
+                if matches!(exit, Exit::TimedOut(_) | Exit::Stopped) {
+                    process.kill().await;
+                }
+                slot.failed();
+                failed(exit, stderr)
+            }
         }
     }
 
     /// Refuse new runs, let running drivers finish within `grace`, then kill
-    /// what is left and wait for it to be gone.
+    /// what is left and wait for it to be gone; persistent drivers go last.
     pub async fn shutdown(&self, grace: Duration) {
         self.closed.store(true, Ordering::SeqCst);
         if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {
@@ -342,6 +433,18 @@ impl Engine {
             );
             let _ = self.stop.send(true);
             self.wait_idle().await;
+        }
+        let slots: Vec<_> = self
+            .persistent
+            .lock()
+            .expect("slot table poisoned")
+            .drain()
+            .map(|(_, slot)| slot)
+            .collect();
+        for slot in slots {
+            if let Some(mut process) = slot.lock().await.process.take() {
+                process.kill().await;
+            }
         }
     }
 
@@ -358,6 +461,67 @@ impl Engine {
     /// Node runs started and not yet finished (queued ones included).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// How a persistent driver that closed its stdout (or its stdin) ended.
+async fn gone(process: &mut persistent::Process) -> Exit {
+    match process.exit_code(Duration::from_millis(500)).await {
+        Some(code) => Exit::Code(code),
+        None => Exit::SpawnFailed("the driver closed its output but did not exit".into()),
+    }
+}
+
+/// A batch run's answers on their way to the caller.
+struct Answers<'a> {
+    ledger: batch::Ledger,
+    tx: &'a mpsc::UnboundedSender<CommandAttributes>,
+    platform: &'a str,
+    action: Action,
+    ignored: usize,
+    started: Instant,
+}
+
+impl Answers<'_> {
+    /// One line of the driver's stdout: a node's result, or logged and ignored.
+    fn line(&mut self, line: &[u8]) {
+        match self.ledger.accept(line, self.started.elapsed()) {
+            Ok(result) => {
+                log_answer(&result);
+                let _ = self.tx.send(result);
+            }
+            Err(why) => {
+                self.ignored += 1;
+                if self.ignored <= IGNORED_LOGGED {
+                    let line = self.ledger.mask(&String::from_utf8_lossy(line));
+                    tracing::warn!(platform = %self.platform, action = %self.action, %line, "batch driver line ignored: {why}");
+                }
+            }
+        }
+    }
+
+    /// The run is over: every silent node fails as `outcome` says.
+    fn finish(self, outcome: &Outcome, secrets: &[String]) {
+        let silent = self.ledger.unanswered(outcome);
+        let nodes = silent.len() + self.ledger.answered();
+        tracing::info!(
+            platform = %self.platform,
+            action = %self.action,
+            nodes,
+            answered = nodes - silent.len(),
+            ignored = self.ignored,
+            exit = ?outcome.exit,
+            duration_ms = outcome.duration.as_millis() as u64,
+            "batch driver run"
+        );
+        if !outcome.stderr.is_empty() {
+            let stderr = interpret::redact(&String::from_utf8_lossy(&outcome.stderr), secrets);
+            tracing::debug!(platform = %self.platform, %stderr, "batch driver stderr");
+        }
+        for result in silent {
+            log_answer(&result);
+            let _ = self.tx.send(result);
+        }
     }
 }
 

@@ -317,3 +317,114 @@ async fn the_sim_driver_answers_a_chunk() {
     let state = std::fs::read_to_string(f.out().parent().unwrap().join("sim/s42")).unwrap();
     assert_eq!(state, "on\n");
 }
+
+/// A persistent platform on the fixture driver `persistent`, with `nodes`.
+fn persistent(timeout: &str, nodes: &str) -> Fixture {
+    Fixture::new(&[(
+        "t.yaml",
+        &format!(
+            "platforms:\n  p:\n    driver: persistent\n    batch: true\n    persistent: true\n    \
+             timeout: {timeout}\n    variables: [mode]\nstatic_nodes:\n{nodes}"
+        ),
+    )])
+}
+
+fn starts(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("starts"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// One persistent driver serves request after request: started once, fed
+/// each chunk with its action and ids that never repeat.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_driver_serves_request_after_request() {
+    let f = persistent("5s", "  n1: {platform: p, mode: \"on\"}\n  n2: {platform: p, mode: \"off\"}\n  n3: {platform: p, mode: ok}\n");
+    let engine = f.engine(4, &[]);
+    let first = by_node(f.run(&engine, Action::Status, &["n1", "n2"]).await);
+    assert_eq!(first["n1"].state, Some(PowerState::On));
+    assert_eq!(first["n2"].state, Some(PowerState::Off));
+    let second = f.run(&engine, Action::PowerOn, &["n3"]).await;
+    assert!(second[0].success, "{second:?}");
+    assert_eq!(starts(&f.out()).len(), 1, "started once");
+    let chunks = std::fs::read_to_string(f.out().join("chunks")).unwrap();
+    assert_eq!(
+        chunks,
+        "status\nid\tnode\tmode\n1\tn1\ton\n2\tn2\toff\npower_on\nid\tnode\tmode\n3\tn3\tok\n"
+    );
+    engine.shutdown(Duration::from_secs(1)).await;
+    let pid = &starts(&f.out())[0];
+    assert!(
+        eventually(Duration::from_secs(5), || gone(pid)),
+        "the persistent driver outlived shutdown"
+    );
+}
+
+/// A persistent driver that dies mid-chunk fails only the nodes it left
+/// unanswered, with its last words, and is started again for the next
+/// request (after a back-off of a second).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_driver_that_dies_fails_its_silent_nodes_and_is_restarted() {
+    let f = persistent("10s", "  a1: {platform: p, mode: ok}\n  a2: {platform: p, mode: die}\n  a3: {platform: p, mode: ok}\n");
+    let engine = f.engine(4, &[]);
+    let results = by_node(f.run(&engine, Action::PowerOff, &["a1", "a2", "a3"]).await);
+    assert!(results["a1"].success);
+    for n in ["a2", "a3"] {
+        assert_eq!(error_of(&results, n), "crashed on a2");
+        assert_eq!(results[n].exit_code, Some(3));
+    }
+    let again = f.run(&engine, Action::PowerOff, &["a3"]).await;
+    assert!(again[0].success, "{again:?}");
+    assert_eq!(starts(&f.out()).len(), 2, "restarted once");
+}
+
+/// A persistent driver that stops answering is killed at the timeout,
+/// with its whole process group; the nodes it answered keep their answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_driver_that_hangs_is_killed_at_the_timeout() {
+    let f = persistent(
+        "1s",
+        "  h1: {platform: p, mode: ok}\n  h2: {platform: p, mode: hang}\n",
+    );
+    let engine = f.engine(4, &[]);
+    let results = by_node(f.run(&engine, Action::Restart, &["h1", "h2"]).await);
+    assert!(results["h1"].success);
+    assert_eq!(
+        error_of(&results, "h2"),
+        "timed out after 1s; driver killed"
+    );
+    let pid = &starts(&f.out())[0];
+    assert!(
+        eventually(Duration::from_secs(5), || gone(pid)),
+        "still running"
+    );
+}
+
+/// The shipped sim driver runs persistent too, with the same state.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sim_driver_runs_persistent() {
+    let f = Fixture::new(&[(
+        "t.yaml",
+        "platforms:\n  sim:\n    driver: sim\n    batch: true\n    persistent: true\n    variables: [sim_fail]\n\
+         static_nodes:\n  s[1-50]: {platform: sim}\n  broken: {platform: sim, sim_fail: all}\n",
+    )]);
+    let engine = f.engine(4, &[]);
+    let mut names: Vec<String> = (1..=50).map(|i| format!("s{i}")).collect();
+    names.push("broken".into());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let on = by_node(f.run(&engine, Action::PowerOn, &refs).await);
+    assert!(on["s1"].success && on["s50"].success);
+    assert_eq!(
+        error_of(&on, "broken"),
+        "sim: simulated failure of power_on on broken"
+    );
+    let status = f.run(&engine, Action::Status, &refs).await;
+    let on_count = status
+        .iter()
+        .filter(|r| r.state == Some(PowerState::On))
+        .count();
+    assert_eq!(on_count, 50);
+    engine.shutdown(Duration::from_secs(1)).await;
+}

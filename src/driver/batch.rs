@@ -15,10 +15,10 @@ use std::time::Duration;
 pub const NO_ANSWER: &str = "no answer from driver";
 
 /// A chunk's stdin: the header `id node VAR...`, then one line per node
-/// with its id (1-based, in `nodes` order), its name and its declared
-/// variables (an unset one is an empty field), TAB-separated. The load has
-/// refused values holding TAB, CR, LF or NUL.
-pub fn input(variables: &[String], nodes: &[&Node]) -> Vec<u8> {
+/// with its id (`first_id` for the first, counting up in `nodes` order),
+/// its name and its declared variables (an unset one is an empty field),
+/// TAB-separated. The load has refused values holding TAB, CR, LF or NUL.
+pub fn input(variables: &[String], nodes: &[&Node], first_id: usize) -> Vec<u8> {
     let mut text = String::with_capacity(64 + nodes.len() * (16 + 16 * variables.len()));
     text.push_str("id\tnode");
     for var in variables {
@@ -27,7 +27,7 @@ pub fn input(variables: &[String], nodes: &[&Node]) -> Vec<u8> {
     }
     text.push('\n');
     for (i, node) in nodes.iter().enumerate() {
-        text.push_str(&(i + 1).to_string());
+        text.push_str(&(first_id + i).to_string());
         text.push('\t');
         text.push_str(&node.name);
         for var in variables {
@@ -37,6 +37,22 @@ pub fn input(variables: &[String], nodes: &[&Node]) -> Vec<u8> {
         text.push('\n');
     }
     text.into_bytes()
+}
+
+/// One chunk for a persistent driver: the action alone on a line, the
+/// chunk as [`input`] writes it, then an empty line that ends it. The ids
+/// count on from chunk to chunk, so an answer can never be taken for one
+/// of another chunk.
+pub fn persistent_input(
+    action: Action,
+    variables: &[String],
+    nodes: &[&Node],
+    first_id: usize,
+) -> Vec<u8> {
+    let mut text = format!("{action}\n").into_bytes();
+    text.extend(input(variables, nodes, first_id));
+    text.push(b'\n');
+    text
 }
 
 /// Why an answer line was not trusted.
@@ -72,6 +88,7 @@ impl fmt::Display for Ignored {
 pub struct Ledger {
     action: Action,
     platform: String,
+    first_id: usize,
     names: Vec<String>,
     answered: Vec<bool>,
     left: usize,
@@ -85,11 +102,29 @@ impl Ledger {
         Ledger {
             action,
             platform: platform.to_string(),
+            first_id: 1,
             answered: vec![false; names.len()],
             left: names.len(),
             names,
             secrets,
         }
+    }
+
+    /// The same, with ids counting from `first_id` (a persistent driver's
+    /// chunks after the first).
+    pub fn first_id(mut self, first_id: usize) -> Self {
+        self.set_first_id(first_id);
+        self
+    }
+
+    /// Count ids from `first_id` from now on.
+    pub fn set_first_id(&mut self, first_id: usize) {
+        self.first_id = first_id;
+    }
+
+    /// Nodes answered so far.
+    pub fn answered(&self) -> usize {
+        self.names.len() - self.left
     }
 
     /// Nodes still without an answer.
@@ -110,8 +145,9 @@ impl Ledger {
             return Err(Ignored::Garbled);
         };
         let message = fields.next().unwrap_or("").trim();
+        let ids = self.first_id..self.first_id + self.names.len();
         let index = match id.parse::<usize>() {
-            Ok(n) if (1..=self.names.len()).contains(&n) => n - 1,
+            Ok(n) if ids.contains(&n) => n - self.first_id,
             _ => return Err(Ignored::UnknownId(self.mask(id))),
         };
         if self.answered[index] {
@@ -243,7 +279,7 @@ mod tests {
     fn input_has_a_header_then_a_line_per_node_with_empty_fields_for_unset_variables() {
         let a = node("a", &[("bmc", "10.0.0.1"), ("user", "root")]);
         let b = node("b", &[("user", "admin")]);
-        let text = input(&["bmc".into(), "user".into()], &[&a, &b]);
+        let text = input(&["bmc".into(), "user".into()], &[&a, &b], 1);
         assert_eq!(
             String::from_utf8(text).unwrap(),
             "id\tnode\tbmc\tuser\n1\ta\t10.0.0.1\troot\n2\tb\t\tadmin\n"
@@ -318,6 +354,22 @@ mod tests {
             Err(Ignored::Duplicate("n1".into()))
         );
         assert_eq!(l.left(), 1);
+    }
+
+    #[test]
+    fn a_persistent_chunk_names_its_action_counts_ids_on_and_ends_with_an_empty_line() {
+        let a = node("a", &[]);
+        let text = persistent_input(Action::PowerOff, &[], &[&a, &a], 41);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "power_off\nid\tnode\n41\ta\n42\ta\n\n"
+        );
+        let mut l = ledger(Action::PowerOff, 2).first_id(41);
+        assert_eq!(
+            l.accept(b"1 ok", Duration::ZERO),
+            Err(Ignored::UnknownId("1".into()))
+        );
+        assert_eq!(l.accept(b"42 ok", Duration::ZERO).unwrap().node_name, "n2");
     }
 
     #[test]

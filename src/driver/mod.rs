@@ -4,12 +4,14 @@
 //! platform's executable ready (I/O), `plan` decides argv, environment and
 //! stdin (pure), `spawn` runs one (processes), `interpret` turns its exit
 //! into a result (pure), `batch` encodes a chunk's stdin and decodes its
-//! answer lines (pure).
+//! answer lines (pure), `persistent` keeps a batch driver running between
+//! chunks (processes).
 
 pub mod batch;
 pub mod build;
 pub mod generate;
 pub mod interpret;
+pub mod persistent;
 pub mod plan;
 pub mod spawn;
 

@@ -87,9 +87,23 @@ pub fn plan_batch(
         program,
         action,
         env,
-        stdin: Some(super::batch::input(&platform.variables, nodes)),
+        stdin: Some(super::batch::input(&platform.variables, nodes, 1)),
         timeout: platform.timeout,
     }
+}
+
+/// The environment of a persistent driver (`DRIVER serve`): as a batch
+/// run's, with `POWER_PERSISTENT=1` and no `POWER_ACTION` (each chunk
+/// names its action).
+pub fn persistent_env(
+    inherited: &[(OsString, OsString)],
+    platform: &Platform,
+) -> Vec<(OsString, OsString)> {
+    let mut env = base_env(inherited, platform);
+    env.push(("POWER_BATCH".into(), "1".into()));
+    env.push(("POWER_PERSISTENT".into(), "1".into()));
+    env.push(("POWER_PLATFORM".into(), platform.name.clone().into()));
+    env
 }
 
 /// The inherited environment less the protocol's variables and every
@@ -147,6 +161,7 @@ mod tests {
             concurrency: None,
             serialize_by: None,
             batch: None,
+            persistent: false,
         }
     }
 

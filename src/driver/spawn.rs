@@ -9,7 +9,9 @@ use super::plan::Invocation;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -114,14 +116,27 @@ pub async fn run(
 }
 
 async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
+    let program = &invocation.program;
+    let piped = invocation.stdin.is_some();
+    start(program, invocation.action.as_str(), &invocation.env, piped).await
+}
+
+/// Start `program ARG` with exactly `env`, in its own process group, stdout
+/// and stderr piped, stdin piped or `/dev/null`.
+pub(super) async fn start(
+    program: &Path,
+    arg: &str,
+    env: &[(OsString, OsString)],
+    stdin_piped: bool,
+) -> std::io::Result<Child> {
     let mut attempts = 0;
     loop {
-        let mut command = Command::new(&invocation.program);
+        let mut command = Command::new(program);
         command
-            .arg(invocation.action.as_str())
+            .arg(arg)
             .env_clear()
-            .envs(invocation.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if invocation.stdin.is_some() {
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(if stdin_piped {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -143,7 +158,7 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
 }
 
 /// TERM the group, give it [`KILL_GRACE`], then KILL it and reap the leader.
-async fn kill_group(pgid: Pid, child: &mut Child) {
+pub(super) async fn kill_group(pgid: Pid, child: &mut Child) {
     let _ = killpg(pgid, Signal::SIGTERM);
     if tokio::time::timeout(KILL_GRACE, child.wait())
         .await
@@ -163,15 +178,20 @@ async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
 }
 
 /// The last [`OUTPUT_LIMIT`] bytes of a stream.
-#[derive(Default)]
-struct Tail(VecDeque<u8>);
+#[derive(Debug, Default)]
+pub(super) struct Tail(VecDeque<u8>);
 
 impl Tail {
-    fn extend(&mut self, chunk: &[u8]) {
+    pub(super) fn extend(&mut self, chunk: &[u8]) {
         let chunk = &chunk[chunk.len().saturating_sub(OUTPUT_LIMIT)..];
         let overflow = (self.0.len() + chunk.len()).saturating_sub(OUTPUT_LIMIT);
         self.0.drain(..overflow.min(self.0.len()));
         self.0.extend(chunk);
+    }
+
+    /// The bytes kept.
+    pub(super) fn bytes(&self) -> Vec<u8> {
+        self.0.iter().copied().collect()
     }
 }
 
@@ -195,7 +215,7 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
 /// Read a stream to its end, sending each line to `lines` as soon as it is
 /// complete (and a last one without its newline), keeping the tail as
 /// [`read_tail`] does. A line is cut at [`LINE_LIMIT`] bytes.
-async fn read_lines<R: AsyncRead + Unpin>(
+pub(super) async fn read_lines<R: AsyncRead + Unpin>(
     stream: Option<R>,
     lines: mpsc::UnboundedSender<Vec<u8>>,
 ) -> Vec<u8> {

@@ -64,6 +64,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                 concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
                 batch: def.batch,
+                persistent: def.persistent,
             };
             platforms.insert(name, (platform, precedence));
         }

@@ -91,6 +91,8 @@ pub struct PlatformDef {
     /// `Some(batch_max)` for a batch platform (`batch: true`): one driver
     /// run serves a chunk of at most that many nodes.
     pub batch: Option<usize>,
+    /// A batch platform whose driver stays running between chunks.
+    pub persistent: bool,
 }
 
 /// One `groups` entry.
@@ -329,6 +331,7 @@ impl Parser {
         let mut serialize_by = None;
         let mut batch = false;
         let mut batch_max = None;
+        let mut persistent = None;
         for (k, v) in map.iter() {
             let what = format!("{label}: {}", k.as_str());
             match k.as_str() {
@@ -356,12 +359,13 @@ impl Parser {
                 "serialize_by" => serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
                 "batch" => batch = self.typed(v, &what, boolean).unwrap_or(false),
                 "batch_max" => batch_max = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
+                "persistent" => persistent = self.typed(v, &what, boolean).map(|p| (p, self.loc(v.span()))),
                 other => self.error(
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
                          restart, status, driver, status_off_exit_code, timeout, concurrency, serialize_by, \
-                         batch or batch_max)"
+                         batch, batch_max or persistent)"
                     ),
                 ),
             }
@@ -391,6 +395,17 @@ impl Parser {
                 None
             }
         };
+        let persistent = match persistent {
+            Some((true, at)) if batch.is_none() => {
+                let message = format!(
+                    "{label}: persistent is only for a batch platform (add \"batch: true\")"
+                );
+                self.errors.push(Diagnostic::at(&at, message));
+                false
+            }
+            Some((p, _)) => p,
+            None => false,
+        };
         Some(PlatformDef {
             name: self.at(key),
             variables,
@@ -400,6 +415,7 @@ impl Parser {
             concurrency,
             serialize_by,
             batch,
+            persistent,
         })
     }
 
@@ -672,6 +688,13 @@ mod tests {
             one_error("platforms:\n  p:\n    driver: d\n    batch: true\n    batch_max: 0\n"),
             "t.yaml:5:16: platform p: batch_max: expected a whole number of at least 1, found \"0\""
         );
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: d\n    persistent: true\n"),
+            "t.yaml:4:17: platform p: persistent is only for a batch platform (add \"batch: true\")"
+        );
+        let f =
+            parse_ok("platforms:\n  p:\n    driver: d\n    batch: true\n    persistent: true\n");
+        assert!(f.platforms[0].persistent);
     }
 
     #[test]
