@@ -62,10 +62,14 @@ fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
         .unwrap_or(0);
     for (name, platform) in &topology.platforms {
         let driver = &loaded.drivers.by_platform[name];
-        let kind = match driver.kind {
+        let mut kind = match driver.kind {
             DriverKind::Inline => "inline".to_string(),
             DriverKind::DropIn => format!("driver {}", driver.path.display()),
         };
+        if let Some(max) = platform.batch {
+            let mode = if platform.persistent { "persistent batch" } else { "batch" };
+            let _ = write!(kind, ", {mode} of up to {max}");
+        }
         let nodes = topology
             .nodes()
             .iter()
