@@ -142,6 +142,21 @@ impl std::error::Error for ServeError {}
 /// `settings.shutdown_grace` to finish, kill what is left, and return.
 /// A second signal skips the rest of the grace period. `environment` is the
 /// base of every driver's environment.
+/// A listener on `addr` whose connections send each write at once
+/// (TCP_NODELAY, which Linux passes from the listener to every accepted
+/// socket). Without it the last piece of a streamed answer waits for the
+/// client's delayed ACK: 40 ms on Linux, in about half of all requests.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 pub async fn serve(
     settings: &Settings,
     secret: &Secret,
@@ -175,12 +190,10 @@ pub async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let reloader = state.reload_on_sighup().map_err(ServeError::Signals)?;
 
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .map_err(|error| ServeError::Bind {
-            addr: settings.bind,
-            error,
-        })?;
+    let listener = listen(settings.bind).map_err(|error| ServeError::Bind {
+        addr: settings.bind,
+        error,
+    })?;
     let addr = listener.local_addr().map_err(|error| ServeError::Bind {
         addr: settings.bind,
         error,
@@ -242,4 +255,18 @@ pub async fn serve(
     reloader.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_at_once() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is off");
+    }
 }
