@@ -406,9 +406,9 @@ impl Engine {
                 }
             },
         };
-        let stderr = process.stderr();
         match exit {
             None => {
+                let stderr = process.stderr();
                 slot.succeeded();
                 failed(Exit::Code(0), stderr)
             }
@@ -416,6 +416,7 @@ impl Engine {
                 if matches!(exit, Exit::TimedOut(_) | Exit::Stopped) {
                     process.kill().await;
                 }
+                let stderr = process.final_stderr(Duration::from_millis(500)).await;
                 slot.failed();
                 failed(exit, stderr)
             }

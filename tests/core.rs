@@ -372,6 +372,26 @@ async fn a_platform_bound_holds_under_a_larger_global_one() {
     );
 }
 
+/// Drivers run 10 nicer than the server, so its threads keep answering
+/// while hundreds of drivers compete for the CPU.
+#[tokio::test(flavor = "multi_thread")]
+async fn drivers_run_nicer_than_the_server() {
+    let f = Fixture::new(&[(
+        "t.yaml",
+        "platforms:\n  p:\n    status: 'test \"$(nice)\" -eq \"$EXPECTED\" || { echo \"nice $(nice)\" >&2; exit 1; }'\n\
+         static_nodes:\n  n1: {platform: p}\n",
+    )]);
+    let mine = std::process::Command::new("nice").output().unwrap();
+    let mine: i32 = String::from_utf8_lossy(&mine.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let expected = (mine + 10).min(19).to_string();
+    let engine = f.engine(2, &[("EXPECTED", &expected)]);
+    let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
+    assert!(r.success, "{r:?}");
+}
+
 /// A platform's bound belongs to the engine, not to one load: runs on the
 /// topology from before a reload and on the reloaded one share it.
 #[tokio::test(flavor = "multi_thread")]

@@ -32,6 +32,7 @@ pub struct Process {
     /// Its stdout, line by line; closed when it exits.
     pub lines: mpsc::UnboundedReceiver<Vec<u8>>,
     stderr: Arc<Mutex<Tail>>,
+    stderr_reader: Option<tokio::task::JoinHandle<()>>,
     program: PathBuf,
     env: Vec<(OsString, OsString)>,
     next_id: usize,
@@ -49,21 +50,22 @@ impl Process {
         let (tx, lines) = mpsc::unbounded_channel();
         tokio::spawn(spawn::read_lines(child.stdout.take(), tx));
         let stderr = Arc::new(Mutex::new(Tail::default()));
-        if let Some(mut pipe) = child.stderr.take() {
+        let stderr_reader = child.stderr.take().map(|mut pipe| {
             let tail = stderr.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8 * 1024];
                 while let Ok(n @ 1..) = pipe.read(&mut buf).await {
                     tail.lock().expect("tail poisoned").extend(&buf[..n]);
                 }
-            });
-        }
+            })
+        });
         Ok(Process {
             child,
             pgid,
             stdin,
             lines,
             stderr,
+            stderr_reader,
             program: program.to_path_buf(),
             env: env.to_vec(),
             next_id: 1,
@@ -103,6 +105,16 @@ impl Process {
     /// The tail of what it wrote on stderr so far.
     pub fn stderr(&self) -> Vec<u8> {
         self.stderr.lock().expect("tail poisoned").bytes()
+    }
+
+    /// The tail of its stderr once the process has gone: waits at most
+    /// `wait` for the last of it to be read (a descendant that left the
+    /// process group may hold the pipe open).
+    pub async fn final_stderr(&mut self, wait: Duration) -> Vec<u8> {
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = tokio::time::timeout(wait, reader).await;
+        }
+        self.stderr()
     }
 
     /// TERM its process group, then KILL it after the grace period.

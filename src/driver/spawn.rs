@@ -121,8 +121,17 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
     start(program, invocation.action.as_str(), &invocation.env, piped).await
 }
 
+/// How much nicer than the server drivers run: under a load of drivers the
+/// server's own threads still get the CPU first, so the API answers at once.
+pub const DRIVER_NICE: i32 = 10;
+
 /// Start `program ARG` with exactly `env`, in its own process group, stdout
-/// and stderr piped, stdin piped or `/dev/null`.
+/// and stderr piped, stdin piped or `/dev/null`, at [`DRIVER_NICE`].
+///
+/// The fork and exec run on a blocking-pool thread, not on an async
+/// worker: creating a process holds its thread for a while when many
+/// drivers compete for the CPU, and the workers answer requests. That
+/// thread is niced, and the children inherit its niceness.
 pub(super) async fn start(
     program: &Path,
     arg: &str,
@@ -145,7 +154,13 @@ pub(super) async fn start(
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        match command.spawn() {
+        let spawned = tokio::task::spawn_blocking(move || {
+            nice_this_thread();
+            command.spawn()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match spawned {
             // A script written by this process moments ago can be busy while
             // another thread's fork still holds it open; that passes at once.
             Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && attempts < 5 => {
@@ -155,6 +170,22 @@ pub(super) async fn start(
             result => return result,
         }
     }
+}
+
+/// Make the calling thread (and so every process it starts) [`DRIVER_NICE`]
+/// nicer than it was.
+fn nice_this_thread() {
+    thread_local!(static NICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if NICED.get() {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = nix::libc::gettid() as nix::libc::id_t;
+        let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + DRIVER_NICE).min(19));
+    }
+    NICED.set(true);
 }
 
 /// TERM the group, give it [`KILL_GRACE`], then KILL it and reap the leader.
