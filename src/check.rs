@@ -67,7 +67,11 @@ fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
             DriverKind::DropIn => format!("driver {}", driver.path.display()),
         };
         if let Some(max) = platform.batch {
-            let mode = if platform.persistent { "persistent batch" } else { "batch" };
+            let mode = if platform.persistent {
+                "persistent batch"
+            } else {
+                "batch"
+            };
             let _ = write!(kind, ", {mode} of up to {max}");
         }
         let nodes = topology
