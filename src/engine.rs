@@ -36,6 +36,9 @@ pub struct Engine {
     platforms: Bounds,
     /// Persistent drivers by platform and controller value.
     persistent: Mutex<HashMap<String, Arc<tokio::sync::Mutex<persistent::Slot>>>>,
+    /// Persistent driver processes per platform and controller value.
+    lanes: usize,
+    next_lane: AtomicUsize,
     inherited: Vec<(OsString, OsString)>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
@@ -110,6 +113,8 @@ impl Engine {
             controllers: Locks::default(),
             platforms: Bounds::default(),
             persistent: Mutex::default(),
+            lanes: std::thread::available_parallelism().map_or(1, usize::from),
+            next_lane: AtomicUsize::new(0),
             inherited,
             stop: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -321,6 +326,34 @@ impl Engine {
         outcome
     }
 
+    /// A free persistent driver process for `key` (platform and controller
+    /// value), or the next one round the lanes to wait for: one lane per
+    /// core, so a request's chunks run side by side as one-shot ones do,
+    /// and one chunk at a time per process.
+    async fn persistent_lane(&self, key: &str) -> tokio::sync::OwnedMutexGuard<persistent::Slot> {
+        let lanes: Vec<_> = {
+            let mut table = self.persistent.lock().expect("slot table poisoned");
+            (0..self.lanes)
+                .map(|lane| table.entry(format!("{key}\0{lane}")).or_default().clone())
+                .collect()
+        };
+        // A free lane that may start at once beats one backing off.
+        let mut backing_off = None;
+        for lane in &lanes {
+            if let Ok(slot) = lane.clone().try_lock_owned() {
+                if slot.backoff().is_zero() {
+                    return slot;
+                }
+                backing_off.get_or_insert(slot);
+            }
+        }
+        if let Some(slot) = backing_off {
+            return slot;
+        }
+        let next = self.next_lane.fetch_add(1, Ordering::Relaxed) % lanes.len();
+        lanes[next].clone().lock_owned().await
+    }
+
     /// A chunk on the platform's persistent driver (started, or restarted
     /// after its back-off, when it is not running). A driver that overruns
     /// the timeout, exits or is stopped is dropped with its process group.
@@ -332,15 +365,7 @@ impl Engine {
         nodes: &[&Node],
         answers: &mut Answers<'_>,
     ) -> Outcome {
-        let slot = self
-            .persistent
-            .lock()
-            .expect("slot table poisoned")
-            .entry(key)
-            .or_default()
-            .clone();
-        // One chunk at a time per driver process.
-        let mut slot = slot.lock().await;
+        let mut slot = self.persistent_lane(&key).await;
         let started = Instant::now();
         answers.started = started;
         let failed = |exit: Exit, stderr: Vec<u8>| Outcome {

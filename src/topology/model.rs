@@ -99,8 +99,8 @@ pub struct Platform {
     /// `Some(batch_max)` for a batch platform: its driver runs once per
     /// chunk of at most that many nodes, reading them on stdin.
     pub batch: Option<usize>,
-    /// A batch platform whose driver process stays running, fed chunk
-    /// after chunk (one process per platform and controller value).
+    /// A batch platform whose driver processes stay running, fed chunk
+    /// after chunk (one per core for each controller value).
     pub persistent: bool,
 }
 
