@@ -34,6 +34,9 @@ pub struct Process {
     stderr: Arc<Mutex<Tail>>,
     stderr_reader: Option<tokio::task::JoinHandle<()>>,
     program: PathBuf,
+    /// The program's modification time when it was started: a driver
+    /// upgraded in place is restarted at its next chunk.
+    modified: Option<std::time::SystemTime>,
     env: Vec<(OsString, OsString)>,
     next_id: usize,
 }
@@ -67,15 +70,17 @@ impl Process {
             stderr,
             stderr_reader,
             program: program.to_path_buf(),
+            modified: modified(program),
             env: env.to_vec(),
             next_id: 1,
         })
     }
 
-    /// Was it started as `program` with `env`? A reload that changes
-    /// either needs a new process.
+    /// Was it started as `program`, as that file is now, with `env`? A
+    /// reload that changes either, or a driver file replaced since, needs a
+    /// new process.
     pub fn runs(&self, program: &Path, env: &[(OsString, OsString)]) -> bool {
-        self.program == program && self.env == env
+        self.program == program && self.env == env && self.modified == modified(program)
     }
 
     /// Reserve `n` ids for a chunk; the first is returned. Ids never
@@ -122,6 +127,10 @@ impl Process {
         spawn::kill_group(self.pgid, &mut self.child).await;
         let _ = killpg(self.pgid, Signal::SIGKILL);
     }
+}
+
+fn modified(program: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(program).and_then(|m| m.modified()).ok()
 }
 
 impl Drop for Process {
