@@ -222,44 +222,22 @@ impl Ledger {
         exit_code: Option<i32>,
         elapsed: Duration,
     ) -> CommandAttributes {
-        let is_status = self.action == Action::Status;
-        CommandAttributes {
-            action: self.action,
-            node_name: self.names[index].clone(),
-            platform: Some(self.platform.clone()),
-            missing: false,
+        let verdict = interpret::Verdict {
             success,
-            running: is_status.then_some(success && state == PowerState::On),
-            state: is_status.then_some(state),
+            state: (self.action == Action::Status).then_some(state),
             error,
             exit_code,
-            duration_ms: elapsed.as_millis().min(u128::from(u64::MAX)) as u64,
-        }
+        };
+        verdict.result(self.action, &self.names[index], &self.platform, elapsed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Location;
 
     fn node(name: &str, vars: &[(&str, &str)]) -> Node {
-        let here = Location {
-            file: "t.yaml".into(),
-            line: 1,
-            column: 1,
-        };
-        Node {
-            name: name.into(),
-            platform: "p".into(),
-            variables: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            groups: vec![],
-            defined_at: here.clone(),
-            platform_at: here,
-        }
+        Node::sample(name, vars)
     }
 
     fn ledger(action: Action, n: usize) -> Ledger {

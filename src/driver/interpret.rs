@@ -69,17 +69,49 @@ pub fn interpret(
         };
         truncate(&redact(&message, secrets), MAX_ERROR_CHARS)
     });
-    CommandAttributes {
-        action,
-        node_name: node.to_string(),
-        platform: Some(platform.to_string()),
-        missing: false,
+    let verdict = Verdict {
         success,
-        running: is_status.then_some(success && state == PowerState::On),
         state: is_status.then_some(state),
         error,
         exit_code,
-        duration_ms: outcome.duration.as_millis().min(u64::MAX as u128) as u64,
+    };
+    verdict.result(action, node, platform, outcome.duration)
+}
+
+/// What a run says of one node, before it becomes the node's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The action did what was asked (for `status`: the state is known).
+    pub success: bool,
+    /// For `status` only: the power state.
+    pub state: Option<PowerState>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The driver's exit code, when it is the node's own.
+    pub exit_code: Option<i32>,
+}
+
+impl Verdict {
+    /// The node's result, `duration` after its run started.
+    pub fn result(
+        self,
+        action: Action,
+        node: &str,
+        platform: &str,
+        duration: Duration,
+    ) -> CommandAttributes {
+        CommandAttributes {
+            action,
+            node_name: node.to_string(),
+            platform: Some(platform.to_string()),
+            missing: false,
+            success: self.success,
+            running: self.state.map(|s| self.success && s == PowerState::On),
+            state: self.state,
+            error: self.error,
+            exit_code: self.exit_code,
+            duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64,
+        }
     }
 }
 

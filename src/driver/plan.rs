@@ -166,17 +166,7 @@ mod tests {
     }
 
     fn node(vars: &[(&str, &str)]) -> Node {
-        Node {
-            name: "n1".into(),
-            platform: "p".into(),
-            variables: vars
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            groups: vec![],
-            defined_at: here(),
-            platform_at: here(),
-        }
+        Node::sample("n1", vars)
     }
 
     fn get<'a>(inv: &'a Invocation, k: &str) -> Vec<&'a OsString> {

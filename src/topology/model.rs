@@ -24,6 +24,26 @@ pub struct Node {
     pub platform_at: Location,
 }
 
+#[cfg(test)]
+impl Node {
+    /// A node of platform `p` with `vars`, defined at `t.yaml:1:1`.
+    pub fn sample(name: &str, vars: &[(&str, &str)]) -> Node {
+        let here = Location {
+            file: "t.yaml".into(),
+            line: 1,
+            column: 1,
+        };
+        Node {
+            name: name.into(),
+            platform: "p".into(),
+            variables: vars.iter().copied().collect(),
+            groups: vec![],
+            defined_at: here.clone(),
+            platform_at: here,
+        }
+    }
+}
+
 /// A node's variables, sorted by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Variables(Box<[(Arc<str>, Arc<str>)]>);
