@@ -319,6 +319,16 @@ impl Parser {
     }
 
     fn platform(&mut self, key: &Scalar, value: &Node) -> Option<PlatformDef> {
+        let label = format!("platform {:?}", key.as_str());
+        // Names reach logs, the API and the generated driver's messages:
+        // the group-name rules keep every one of them plain.
+        if !is_group_name(key.as_str()) || key.as_str().starts_with(['-', '.']) {
+            self.error(
+                key.span(),
+                format!("{label}: a platform name is letters, digits, '-', '_' and '.' only, not starting with '-' or '.'"),
+            );
+            return None;
+        }
         let label = format!("platform {}", key.as_str());
         let map = self.mapping(value, &label, "variables, commands or driver")?;
         let mut variables = Vec::new();
@@ -665,6 +675,24 @@ mod tests {
         assert!(
             e.starts_with("t.yaml:4:5: platform p: unknown key \"timeuot\" (expected variables,"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn platform_names_are_plain() {
+        for bad in ["'q\"; touch /tmp/x; echo \"'", "\"\"", "-rf", "a b"] {
+            let e = one_error(&format!("platforms:\n  {bad}:\n    driver: d\n"));
+            assert!(
+                e.starts_with("t.yaml:2:3: platform ")
+                    && e.ends_with("not starting with '-' or '.'"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_ok("platforms:\n  ipmi-2_x.y:\n    driver: d\n")
+                .platforms
+                .len(),
+            1
         );
     }
 
