@@ -402,6 +402,35 @@ async fn a_persistent_driver_that_hangs_is_killed_at_the_timeout() {
     );
 }
 
+/// A persistent driver replaced on disk (an upgrade, by rename as package
+/// managers do) is restarted at its next chunk; until then it keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_persistent_driver_is_restarted() {
+    let install = |drivers: &Path| {
+        std::fs::create_dir_all(drivers).unwrap();
+        let fresh = drivers.join(".mine.new");
+        let fixture = crate::core::checkout().join("tests/fixtures/drivers/persistent");
+        std::fs::copy(fixture, &fresh).unwrap();
+        std::fs::rename(&fresh, drivers.join("mine")).unwrap();
+    };
+    let f = Fixture::prepared(
+        &[(
+            "t.yaml",
+            "platforms:\n  p:\n    driver: mine\n    batch: true\n    persistent: true\n    variables: [mode]\n\
+             static_nodes:\n  n1: {platform: p, mode: ok}\n",
+        )],
+        |dir| install(&dir.join("drivers")),
+    );
+    let engine = f.engine(1, &[]);
+    assert!(f.run(&engine, Action::PowerOn, &["n1"]).await[0].success);
+    assert!(f.run(&engine, Action::PowerOn, &["n1"]).await[0].success);
+    assert_eq!(starts(&f.out()).len(), 1, "kept between requests");
+    install(&f.drivers());
+    assert!(f.run(&engine, Action::PowerOn, &["n1"]).await[0].success);
+    assert_eq!(starts(&f.out()).len(), 2, "restarted after the upgrade");
+    engine.shutdown(Duration::from_secs(1)).await;
+}
+
 /// The shipped sim driver runs persistent too, with the same state.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sim_driver_runs_persistent() {

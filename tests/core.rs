@@ -19,6 +19,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(files: &[(&str, &str)]) -> Fixture {
+        Self::prepared(files, |_| {})
+    }
+
+    /// As [`Fixture::new`], with `prepare` run on the fixture's directory
+    /// before the load (to put drivers in its `drivers/`).
+    pub fn prepared(files: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let topology = dir.path().join("topology.d");
         std::fs::create_dir_all(&topology).unwrap();
@@ -26,6 +32,7 @@ impl Fixture {
         for (name, text) in files {
             std::fs::write(topology.join(name), text).unwrap();
         }
+        prepare(dir.path());
         let loaded = Self::load(dir.path());
         Fixture { dir, loaded }
     }
@@ -36,6 +43,8 @@ impl Fixture {
             drivers_dirs: vec![
                 checkout().join("drivers"),
                 checkout().join("tests/fixtures/drivers"),
+                // A test's own drivers, when it makes any.
+                dir.join("drivers"),
             ],
             runtime_dir: Some(dir.join("run")),
         };
@@ -46,6 +55,11 @@ impl Fixture {
     /// runs on the old one may go on.
     pub fn reload(&self) -> Arc<Loaded> {
         Self::load(self.dir.path())
+    }
+
+    /// The fixture's own drivers directory (looked in last, so it wins).
+    pub fn drivers(&self) -> PathBuf {
+        self.dir.path().join("drivers")
     }
 
     pub fn out(&self) -> PathBuf {
