@@ -917,34 +917,9 @@ IPMIPOWER_VARS = ("    ipmi_host: {addr}\n    ipmi_username: admin\n"
 # --------------------------------------------------------------------------
 # Endpoints: ipmi_sim BMCs and moto.
 
-CHASSIS_CONTROL = r"""#!/bin/sh
-# chassis_control for ipmi_sim: STATE DEVICE get power | set power 0|1 ...
-state=$1
-shift 2
-op=$1
-shift
-case $op in
-get)
-  for parm; do
-    case $parm in
-    power) echo "power:$(cat "$state")" ;;
-    boot) echo "boot:default" ;;
-    *) echo "Invalid parameter: $parm"; exit 1 ;;
-    esac
-  done ;;
-set)
-  while [ $# -ge 2 ]; do
-    case $1 in
-    power) echo "$2" > "$state.tmp" && mv "$state.tmp" "$state" ;;
-    reset|shutdown|boot) ;;
-    identify) shift ;;
-    *) echo "Invalid parameter: $1"; exit 1 ;;
-    esac
-    shift 2
-  done ;;
-*) echo "Unknown operation: $op"; exit 1 ;;
-esac
-"""
+# The tests' chassis_control for ipmi_sim: CONTROL STATE EVENTS DEVICE get
+# power | set power 0|1 ... (events go to /dev/null here).
+CHASSIS_CONTROL = os.path.join(ROOT, "tests", "fixtures", "ipmi-chassis-control")
 
 
 def udp_free(addr, port):
@@ -970,8 +945,7 @@ def start_bmcs(bench, n):
     root = os.path.join(bench.tmp, "bmcs")
     os.makedirs(root)
     control = os.path.join(root, "chassis-control")
-    with open(control, "w") as f:
-        f.write(CHASSIS_CONTROL)
+    shutil.copyfile(CHASSIS_CONTROL, control)
     os.chmod(control, 0o755)
     password = "bp" + os.urandom(7).hex()  # 16 characters: the IPMI 1.5 limit
     bmcs, host = [], 2
@@ -1000,7 +974,7 @@ set_working_mc 0x20
     allowed_auths_admin md5
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "{control} {state} 0x20"
+  chassis_control "{control} {state} /dev/null 0x20"
   user 2 true "admin" "{password}" admin 10 md5
 """)
         with open(os.path.join(d, "emu.cmds"), "w") as f:

@@ -52,13 +52,14 @@ struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
 impl Locks {
     async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let lock = self
-            .0
-            .lock()
-            .expect("lock table poisoned")
-            .entry(key.to_string())
-            .or_default()
-            .clone();
+        let lock = {
+            let mut table = self.0.lock().expect("lock table poisoned");
+            // A chunk takes hundreds of these: look up before allocating a key.
+            match table.get(key) {
+                Some(lock) => lock.clone(),
+                None => table.entry(key.to_string()).or_default().clone(),
+            }
+        };
         lock.lock_owned().await
     }
 }
@@ -308,7 +309,6 @@ impl Engine {
         invocation: &driver::Invocation,
         answers: &mut Answers<'_>,
     ) -> Outcome {
-        answers.started = Instant::now();
         let (lines_tx, mut lines) = mpsc::unbounded_channel();
         let run = spawn::run(invocation, self.stop.subscribe(), Some(lines_tx));
         tokio::pin!(run);
@@ -366,9 +366,10 @@ impl Engine {
         answers: &mut Answers<'_>,
     ) -> Outcome {
         let mut slot = self.persistent_lane(&key).await;
+        // Answers count their time from here, not from the wait for a lane.
         let started = Instant::now();
         answers.started = started;
-        let failed = |exit: Exit, stderr: Vec<u8>| Outcome {
+        let ended = |exit: Exit, stderr: Vec<u8>| Outcome {
             exit,
             stderr,
             duration: started.elapsed(),
@@ -389,7 +390,7 @@ impl Engine {
                     "the driver keeps failing; next start in {}",
                     humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
                 );
-                return failed(Exit::SpawnFailed(why), Vec::new());
+                return ended(Exit::SpawnFailed(why), Vec::new());
             }
             tokio::time::sleep(wait).await;
             match persistent::Process::start(program, &env).await {
@@ -397,7 +398,7 @@ impl Engine {
                 Err(e) => {
                     slot.failed();
                     let why = format!("{}: {e}", program.display());
-                    return failed(Exit::SpawnFailed(why), Vec::new());
+                    return ended(Exit::SpawnFailed(why), Vec::new());
                 }
             }
         }
@@ -435,7 +436,7 @@ impl Engine {
             None => {
                 let stderr = process.stderr();
                 slot.succeeded();
-                failed(Exit::Code(0), stderr)
+                ended(Exit::Code(0), stderr)
             }
             Some(exit) => {
                 if matches!(exit, Exit::TimedOut(_) | Exit::Stopped) {
@@ -443,7 +444,7 @@ impl Engine {
                 }
                 let stderr = process.final_stderr(Duration::from_millis(500)).await;
                 slot.failed();
-                failed(exit, stderr)
+                ended(exit, stderr)
             }
         }
     }
@@ -562,7 +563,7 @@ fn controller_key(platform: &Platform, node: &Node) -> Option<String> {
 /// `names` in chunks of even size, at most `max` each. A node asked for
 /// twice goes to a later chunk than its first time, so no chunk waits on
 /// its own lock.
-pub fn chunks(names: Vec<String>, max: usize) -> Vec<Vec<String>> {
+fn chunks(names: Vec<String>, max: usize) -> Vec<Vec<String>> {
     let mut rounds: Vec<Vec<String>> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(names.len());
     for name in names {

@@ -42,7 +42,8 @@ impl State {
             &mut *self.current.write().expect("state lock poisoned"),
             loaded.clone(),
         );
-        // The old load goes now unless a request still runs on it.
+        // Dropped outside the lock (a large topology takes a while to
+        // free), and only if no request still runs on it.
         drop(old);
         release_free_memory();
         Ok(loaded)

@@ -110,14 +110,8 @@ impl Ledger {
         }
     }
 
-    /// The same, with ids counting from `first_id` (a persistent driver's
-    /// chunks after the first).
-    pub fn first_id(mut self, first_id: usize) -> Self {
-        self.set_first_id(first_id);
-        self
-    }
-
-    /// Count ids from `first_id` from now on.
+    /// Count ids from `first_id` (a persistent driver's chunks after the
+    /// first).
     pub fn set_first_id(&mut self, first_id: usize) {
         self.first_id = first_id;
     }
@@ -177,14 +171,7 @@ impl Ledger {
     /// over: the driver's last stderr line, or what the server knows (timed
     /// out, stopped), or [`NO_ANSWER`].
     pub fn unanswered(&self, outcome: &Outcome) -> Vec<CommandAttributes> {
-        let last = interpret::last_line(&outcome.stderr);
-        let message = match (interpret::server_verdict(&outcome.exit), last) {
-            (None, Some(line)) => line,
-            (None, None) => NO_ANSWER.to_string(),
-            (Some(known), Some(line)) => format!("{known} (last output: {line})"),
-            (Some(known), None) => known,
-        };
-        let message = self.mask(&message);
+        let message = self.mask(&interpret::failure(outcome, |_| NO_ANSWER.to_string()));
         let exit_code = match outcome.exit {
             Exit::Code(c) => Some(c),
             _ => None,
@@ -342,7 +329,8 @@ mod tests {
             String::from_utf8(text).unwrap(),
             "power_off\nid\tnode\n41\ta\n42\ta\n\n"
         );
-        let mut l = ledger(Action::PowerOff, 2).first_id(41);
+        let mut l = ledger(Action::PowerOff, 2);
+        l.set_first_id(41);
         assert_eq!(
             l.accept(b"1 ok", Duration::ZERO),
             Err(Ignored::UnknownId("1".into()))

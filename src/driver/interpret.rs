@@ -53,20 +53,13 @@ pub fn interpret(
         _ => (false, PowerState::Unknown, None),
     };
     let error = (!success).then(|| {
-        let stderr = last_line(&outcome.stderr);
-        let known = server_verdict(&outcome.exit).unwrap_or_else(|| match outcome.exit {
-            Exit::Code(c) if is_status => {
+        let message = failure(outcome, |c| {
+            if is_status {
                 format!("status exited {c}: neither on (0) nor off ({status_off_exit_code})")
+            } else {
+                format!("{action} exited {c}")
             }
-            _ => format!("{action} exited {}", exit_code.unwrap_or_default()),
         });
-        // The driver's own last word is the best explanation of a failure,
-        // but not of a kill: then what the server knows comes first.
-        let message = match (&outcome.exit, stderr) {
-            (Exit::Code(_), Some(line)) => line,
-            (_, Some(line)) => format!("{known} (last output: {line})"),
-            (_, None) => known,
-        };
         truncate(&redact(&message, secrets), MAX_ERROR_CHARS)
     });
     let verdict = Verdict {
@@ -115,19 +108,25 @@ impl Verdict {
     }
 }
 
-/// What the server itself knows of a run that did not exit by itself (timed
-/// out, killed, stopped, never started); `None` for an exit code, which
-/// only the driver can explain.
-pub fn server_verdict(exit: &Exit) -> Option<String> {
-    match exit {
-        Exit::Code(_) => None,
-        Exit::Signal(s) => Some(format!("driver killed by signal {s} ({})", signal_name(*s))),
-        Exit::TimedOut(d) => Some(format!(
+/// Why a run failed, as a person reads it. The driver's own last word is
+/// the best explanation of an exit code (`exited` says it when there is
+/// none), but not of a kill: then what the server did comes first.
+pub fn failure(outcome: &Outcome, exited: impl FnOnce(i32) -> String) -> String {
+    let known = match &outcome.exit {
+        Exit::Code(c) => {
+            return last_line(&outcome.stderr).unwrap_or_else(|| exited(*c));
+        }
+        Exit::Signal(s) => format!("driver killed by signal {s} ({})", signal_name(*s)),
+        Exit::TimedOut(d) => format!(
             "timed out after {}; driver killed",
             humantime::format_duration(*d)
-        )),
-        Exit::Stopped => Some("stopped: the server is shutting down".to_string()),
-        Exit::SpawnFailed(e) => Some(format!("cannot run driver: {e}")),
+        ),
+        Exit::Stopped => "stopped: the server is shutting down".to_string(),
+        Exit::SpawnFailed(e) => format!("cannot run driver: {e}"),
+    };
+    match last_line(&outcome.stderr) {
+        Some(line) => format!("{known} (last output: {line})"),
+        None => known,
     }
 }
 

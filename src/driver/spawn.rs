@@ -72,6 +72,7 @@ pub async fn run(
         });
     }
     let stdout = match lines {
+        // Passed on line by line, so not kept.
         Some(lines) => tokio::spawn(read_lines(child.stdout.take(), lines)),
         None => tokio::spawn(read_tail(child.stdout.take())),
     };
@@ -244,8 +245,9 @@ async fn read_tail<R: AsyncRead + Unpin>(stream: Option<R>) -> Vec<u8> {
 }
 
 /// Read a stream to its end, sending each line to `lines` as soon as it is
-/// complete (and a last one without its newline), keeping the tail as
-/// [`read_tail`] does. A line is cut at [`LINE_LIMIT`] bytes.
+/// complete (and a last one without its newline). A line is cut at
+/// [`LINE_LIMIT`] bytes. Nothing is kept: the result is always empty (it
+/// stands where [`read_tail`]'s would).
 pub(super) async fn read_lines<R: AsyncRead + Unpin>(
     stream: Option<R>,
     lines: mpsc::UnboundedSender<Vec<u8>>,
@@ -254,14 +256,12 @@ pub(super) async fn read_lines<R: AsyncRead + Unpin>(
         return Vec::new();
     };
     let mut reader = BufReader::with_capacity(16 * 1024, stream);
-    let mut tail = Tail::default();
     let mut line = Vec::new();
     loop {
         let buf = match reader.fill_buf().await {
             Ok(buf) if !buf.is_empty() => buf,
             _ => break,
         };
-        tail.extend(buf);
         let mut rest = buf;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             append_capped(&mut line, &rest[..end]);
@@ -275,7 +275,7 @@ pub(super) async fn read_lines<R: AsyncRead + Unpin>(
     if !line.is_empty() {
         let _ = lines.send(line);
     }
-    tail.0.into()
+    Vec::new()
 }
 
 fn append_capped(line: &mut Vec<u8>, bytes: &[u8]) {

@@ -49,18 +49,15 @@ impl Node {
 pub struct Variables(Box<[(Arc<str>, Arc<str>)]>);
 
 impl Variables {
-    /// The variables `pairs` define; of a name given twice, the last value stands.
+    /// The variables `pairs` define. Their names are distinct: the parser
+    /// refuses a key given twice, and `name` as a variable.
     pub fn new(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> Self {
-        // A stable sort keeps the order of equal names: the last one wins.
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut kept: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(pairs.len());
-        for pair in pairs {
-            match kept.last_mut() {
-                Some(last) if last.0 == pair.0 => *last = pair,
-                _ => kept.push(pair),
-            }
-        }
-        Variables(kept.into_boxed_slice())
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(
+            pairs.windows(2).all(|w| w[0].0 != w[1].0),
+            "a variable given twice"
+        );
+        Variables(pairs.into_boxed_slice())
     }
 
     /// The value of `name`, if the node sets it.

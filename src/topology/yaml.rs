@@ -212,24 +212,19 @@ impl Builder {
                 }
             }
         }
-        if repeats.is_empty() {
-            return mapping;
-        }
-        for &(i, at) in repeats.iter().rev() {
-            let (key, _) = mapping.entries.remove(i);
-            let line = mapping.entries[at].0.span.line;
-            self.problem(
-                key.span,
-                format!(
-                    "key {:?} given twice in one mapping (first at line {line})",
-                    key.as_str()
-                ),
+        for &(i, at) in &repeats {
+            let (key, first) = (&mapping.entries[i].0, &mapping.entries[at].0);
+            let message = format!(
+                "key {:?} given twice in one mapping (first at line {})",
+                key.as_str(),
+                first.span.line
             );
+            self.problem(key.span, message);
         }
-        // Reported in file order.
-        let n = repeats.len();
-        let len = self.problems.len();
-        self.problems[len - n..].reverse();
+        // Backwards, so each index still points at its entry.
+        for &(i, _) in repeats.iter().rev() {
+            mapping.entries.remove(i);
+        }
         mapping
     }
 }

@@ -9,7 +9,7 @@
 //! action, the batch one one per chunk and action, the harness reads many
 //! instances' states in one.
 
-use super::{first_on_path, power_rows, start_server, static_nodes, Row};
+use super::{first_on_path, node_entry, power_rows, start_server, static_nodes, Row};
 use crate::support::moto::{Moto, REGION};
 use crate::support::{daemon, Server};
 use std::ffi::OsString;
@@ -70,14 +70,9 @@ both_platforms!(
 /// A node on the variant's platform: `(name, instance id, extra
 /// variables)`.
 fn node(variant: Variant, name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
-    let mut s = format!(
-        "  {name}:\n    platform: {}\n    ec2_id: {ec2_id:?}\n    region: {REGION}\n",
-        variant.platform()
-    );
-    for (k, v) in extra {
-        s.push_str(&format!("    {k}: {v:?}\n"));
-    }
-    s
+    let mut vars = vec![("ec2_id", ec2_id), ("region", REGION)];
+    vars.extend_from_slice(extra);
+    node_entry(name, variant.platform(), &vars)
 }
 
 /// Start a server with the variant's shipped fragment, these nodes and

@@ -11,7 +11,7 @@
 //! polled with a deadline.
 
 use super::{
-    all_fail_within, assert_error_has, first_on_path, q, results, start_with_operator,
+    all_fail_within, assert_error_has, first_on_path, node_entry, q, results, start_with_operator,
     static_nodes, wait_status,
 };
 use crate::support::daemon::{free_port, spawn_group, start_on_free_port, stop_group, STOP_GRACE};
@@ -21,15 +21,6 @@ use crate::support::Server;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A node `name` with these variables, as YAML under `static_nodes`.
-fn node(name: &str, platform: &str, vars: &[(&str, &str)]) -> String {
-    let mut s = format!("  {name}:\n    platform: {platform}\n");
-    for (k, v) in vars {
-        s.push_str(&format!("    {k}: {}\n", q(v)));
-    }
-    s
-}
 
 /// A fence_ipmilan node for `bmc` at `addr`, with `password` (none: the
 /// driver takes FENCE_PASSWORD from the server's environment).
@@ -43,7 +34,7 @@ fn ipmi_node(name: &str, addr: &str, bmc: &Bmc, password: Option<&str>) -> Strin
     if let Some(password) = password {
         vars.push(("fence_password", password));
     }
-    node(name, "fence_ipmilan", &vars)
+    node_entry(name, "fence_ipmilan", &vars)
 }
 
 /// A server with the shipped fragment, `extra` fragments, `nodes` and
@@ -293,7 +284,7 @@ fn redfish_node(
         vars.retain(|(name, _)| name != k);
         vars.push((k, v));
     }
-    node(name, "fence_redfish", &vars)
+    node_entry(name, "fence_redfish", &vars)
 }
 
 /// fence_redfish with the shipped platform over HTTPS: status, on, off and
@@ -424,15 +415,15 @@ fn fence_options_are_checked_against_the_agent() {
     let (server, token) = server(
         &[("20-bmc.yaml", platform)],
         &[
-            node(
+            node_entry(
                 "typo",
                 "bmc",
                 &[("fence_agent", "fence_ipmilan"), ("fence_plgu", "3")],
             ),
-            node("missing", "bmc", &[("fence_agent", "fence_nosuchagent")]),
-            node("notfence", "bmc", &[("fence_agent", "/bin/sh")]),
-            node("none", "bmc", &[("fence_ip", "127.0.0.1")]),
-            node(
+            node_entry("missing", "bmc", &[("fence_agent", "fence_nosuchagent")]),
+            node_entry("notfence", "bmc", &[("fence_agent", "/bin/sh")]),
+            node_entry("none", "bmc", &[("fence_ip", "127.0.0.1")]),
+            node_entry(
                 "smuggle",
                 "bmc",
                 &[

@@ -6,7 +6,7 @@
 //! point at it with `ipmi_host` and ask for cipher suite 3 with
 //! `ipmi_cipher`, as an admin would for BMCs not named `<node>-bmc`.
 
-use super::{shipped, start_server, static_nodes};
+use super::{node_entry, shipped, start_server, static_nodes};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
@@ -27,16 +27,12 @@ fn node_with(
     password: Option<&str>,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut s = format!(
-        "  {name}:\n    platform: ipmi\n    ipmi_host: {addr:?}\n    ipmi_username: {user:?}\n"
-    );
+    let mut vars = vec![("ipmi_host", addr), ("ipmi_username", user)];
     if let Some(password) = password {
-        s.push_str(&format!("    ipmi_password: {password:?}\n"));
+        vars.push(("ipmi_password", password));
     }
-    for (k, v) in extra {
-        s.push_str(&format!("    {k}: {v:?}\n"));
-    }
-    s
+    vars.extend_from_slice(extra);
+    node_entry(name, "ipmi", &vars)
 }
 
 /// A node with `bmc`'s own address and credentials.

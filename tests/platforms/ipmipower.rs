@@ -17,7 +17,7 @@
 //! before it runs the real one (as the same process): the tests count the
 //! ipmipower processes and look for passwords in their arguments.
 
-use super::{q, results, shipped, static_nodes};
+use super::{node_entry, results, shipped, static_nodes};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
@@ -43,13 +43,8 @@ fn node(
         vars.push(("ipmi_workaround", "opensesspriv"));
     }
     vars.extend_from_slice(extra);
-    let mut s = format!("  {name}:\n    platform: ipmipower\n");
-    for (k, v) in vars {
-        if !v.is_empty() {
-            s.push_str(&format!("    {k}: {}\n", q(v)));
-        }
-    }
-    s
+    vars.retain(|(_, v)| !v.is_empty());
+    node_entry(name, "ipmipower", &vars)
 }
 
 /// A node with `bmc`'s own address and credentials.

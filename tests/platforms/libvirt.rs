@@ -321,15 +321,7 @@ fn libvirt_batch_many_domains_take_few_virsh_runs() {
     let names: Vec<String> = (1..=60).map(|i| format!("vm{i:02}")).collect();
     let mut script = String::new();
     for name in &names {
-        let xml = lv.dir().join(format!("{name}.xml"));
-        std::fs::write(
-            &xml,
-            format!(
-                "<domain type='test'><name>{name}</name><memory>8192</memory>\
-                 <os><type>hvm</type></os></domain>\n"
-            ),
-        )
-        .unwrap();
+        let xml = lv.domain_xml(name);
         script.push_str(&format!("define {}; ", xml.display()));
     }
     let (status, _, err) = lv.virsh(&[&script]);

@@ -34,6 +34,16 @@ pub fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
+/// A node `name` on `platform` with these variables, as YAML under
+/// `static_nodes` (indented by two).
+pub fn node_entry(name: &str, platform: &str, vars: &[(&str, &str)]) -> String {
+    let mut s = format!("  {name}:\n    platform: {platform}\n");
+    for (k, v) in vars {
+        s.push_str(&format!("    {k}: {}\n", q(v)));
+    }
+    s
+}
+
 /// A nodes fragment: these node entries (YAML, indented by two) under
 /// `static_nodes:`.
 pub fn static_nodes(nodes: &[String]) -> String {

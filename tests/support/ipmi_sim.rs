@@ -275,34 +275,8 @@ impl Bmc {
 /// reset|shutdown|boot|identify ...` is recorded only (a reset of a running
 /// machine leaves it on). ipmi_sim reads a `get` answer from stdout and
 /// takes a non-zero exit as failure.
-const CHASSIS_CONTROL: &str = r#"#!/bin/sh
-state=$1 events=$2
-shift 3
-op=$1
-shift
-echo "$op $*" >> "$events"
-case $op in
-get)
-  for parm; do
-    case $parm in
-    power) echo "power:$(cat "$state")" ;;
-    boot) echo "boot:default" ;;
-    *) echo "Invalid parameter: $parm"; exit 1 ;;
-    esac
-  done ;;
-set)
-  while [ $# -ge 2 ]; do
-    case $1 in
-    power) echo "$2" > "$state.tmp" && mv "$state.tmp" "$state" ;;
-    reset|shutdown|boot) ;;
-    identify) shift ;;
-    *) echo "Invalid parameter: $1"; exit 1 ;;
-    esac
-    shift 2
-  done ;;
-*) echo "Unknown operation: $op"; exit 1 ;;
-esac
-"#;
+/// (The script is shared with `bench/`.)
+const CHASSIS_CONTROL: &str = include_str!("../fixtures/ipmi-chassis-control");
 
 /// Start one `ipmi_sim` in `root/bmcN` (`bmcN.ATTEMPT` after the first)
 /// on a fresh address, with `password` (else a random one) for its admin.

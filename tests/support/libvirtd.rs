@@ -224,8 +224,8 @@ impl Libvirtd {
         out.trim().to_string()
     }
 
-    /// Define a new test-driver domain `name`, shut off.
-    pub fn define(&self, name: &str) {
+    /// Write the XML of a test-driver domain `name` and return its path.
+    pub fn domain_xml(&self, name: &str) -> PathBuf {
         let xml = self.dir.path().join(format!("{name}.xml"));
         std::fs::write(
             &xml,
@@ -235,6 +235,12 @@ impl Libvirtd {
             ),
         )
         .unwrap();
+        xml
+    }
+
+    /// Define a new test-driver domain `name`, shut off.
+    pub fn define(&self, name: &str) {
+        let xml = self.domain_xml(name);
         let (status, _, err) = self.virsh(&["define", xml.to_str().unwrap()]);
         assert!(status.success(), "virsh define {name}: {err}");
     }
