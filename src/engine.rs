@@ -2,7 +2,8 @@
 //!
 //! A per-node platform gets one run per node. A batch platform gets one
 //! run per chunk: its nodes of one request (and of one controller value,
-//! with `serialize_by`) cut into even chunks of at most `batch_max`.
+//! with `serialize_by`; and of one process, when persistent) cut into even
+//! chunks of at most `batch_max`.
 //!
 //! Bounds, acquired always in this order so no two runs can wait on each
 //! other: the nodes' own locks in name order (never two runs on one node),
@@ -38,7 +39,6 @@ pub struct Engine {
     persistent: Mutex<HashMap<String, Arc<tokio::sync::Mutex<persistent::Slot>>>>,
     /// Persistent driver processes per platform and controller value.
     lanes: usize,
-    next_lane: AtomicUsize,
     inherited: Vec<(OsString, OsString)>,
     stop: watch::Sender<bool>,
     closed: AtomicBool,
@@ -46,21 +46,33 @@ pub struct Engine {
     idle: Notify,
 }
 
-/// Named async locks, made on first use.
+/// Named async locks, made on first use. Keyed by the topology's shared
+/// names (no copy per lookup) and hashed with foldhash: a chunk takes
+/// hundreds of these.
 #[derive(Debug, Default)]
-struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+struct Locks(Mutex<LockTable>);
+
+type LockTable = HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>, foldhash::fast::RandomState>;
 
 impl Locks {
-    async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let lock = {
+    /// The locks of `keys`, taken one after another in the order given
+    /// (callers keep one global order), all looked up under one lock of
+    /// the table.
+    async fn lock_all(&self, keys: &[&Arc<str>]) -> Vec<OwnedMutexGuard<()>> {
+        let locks: Vec<_> = {
             let mut table = self.0.lock().expect("lock table poisoned");
-            // A chunk takes hundreds of these: look up before allocating a key.
-            match table.get(key) {
-                Some(lock) => lock.clone(),
-                None => table.entry(key.to_string()).or_default().clone(),
-            }
+            keys.iter()
+                .map(|&key| match table.get(&**key) {
+                    Some(lock) => lock.clone(),
+                    None => table.entry(key.clone()).or_default().clone(),
+                })
+                .collect()
         };
-        lock.lock_owned().await
+        let mut guards = Vec::with_capacity(locks.len());
+        for lock in locks {
+            guards.push(lock.lock_owned().await);
+        }
+        guards
     }
 }
 
@@ -115,7 +127,6 @@ impl Engine {
             platforms: Bounds::default(),
             persistent: Mutex::default(),
             lanes: std::thread::available_parallelism().map_or(1, usize::from),
-            next_lane: AtomicUsize::new(0),
             inherited,
             stop: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -135,13 +146,15 @@ impl Engine {
         nodes: Vec<String>,
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
         let (tx, rx) = mpsc::unbounded_channel();
-        // Nodes of batch platforms, by platform and controller value.
-        let mut batches: BTreeMap<(Arc<str>, Option<String>), Vec<String>> = BTreeMap::new();
+        // Nodes of batch platforms (their places in the topology), by
+        // platform, controller value and persistent process.
+        let mut batches: BTreeMap<(Arc<str>, Option<String>, usize), Vec<usize>> = BTreeMap::new();
         for name in nodes {
-            let Some(node) = loaded.topology.node(&name) else {
+            let Some(position) = loaded.topology.position(&name) else {
                 let _ = tx.send(CommandAttributes::missing(action, &name));
                 continue;
             };
+            let node = &loaded.topology.nodes()[position];
             // Count the run before looking at `closed`: `shutdown` sets
             // `closed` before counting, so one of the two always sees the other.
             let counted = InFlight::count(self.clone(), 1);
@@ -161,10 +174,14 @@ impl Engine {
                 // Counted again per chunk below.
                 drop(counted);
                 let controller = controller_key(platform, node);
+                let lane = match self.lanes(platform) {
+                    1 => 0,
+                    lanes => persistent::lane(&node.name, lanes),
+                };
                 batches
-                    .entry((node.platform.clone(), controller))
+                    .entry((node.platform.clone(), controller, lane))
                     .or_default()
-                    .push(name);
+                    .push(position);
                 continue;
             }
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
@@ -175,20 +192,33 @@ impl Engine {
                 let _ = tx.send(result);
             });
         }
-        for ((platform, _), names) in batches {
+        for ((platform, _, lane), positions) in batches {
             let max = loaded.topology.platforms[&*platform]
                 .batch
                 .expect("a batch platform");
-            for chunk in chunks(names, max) {
+            for chunk in chunks(positions, max) {
                 let counted = InFlight::count(self.clone(), chunk.len());
                 let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _counted = counted;
-                    engine.run_chunk(&loaded, action, chunk, &tx).await;
+                    engine.run_chunk(&loaded, action, chunk, lane, &tx).await;
                 });
             }
         }
         rx
+    }
+
+    /// Persistent driver processes for each controller value of
+    /// `platform`: its `processes`, else one per core, so a request's
+    /// chunks run side by side as one-shot ones do; one where
+    /// `serialize_by` lets a single chunk run at a time anyway. None but a
+    /// persistent platform has more than one.
+    fn lanes(&self, platform: &Platform) -> usize {
+        if platform.persistent && platform.serialize_by.is_none() {
+            platform.processes.unwrap_or(self.lanes)
+        } else {
+            1
+        }
     }
 
     /// Run `action` on `nodes` and return the results in the order asked.
@@ -204,13 +234,14 @@ impl Engine {
 
     /// Wait for every bound a run on `nodes` (sorted by name, all of
     /// `platform`, sharing `controller`) needs.
-    async fn hold(&self, nodes: &[&str], platform: &Platform, controller: Option<String>) -> Held {
-        let mut guards = Vec::with_capacity(nodes.len());
-        for name in nodes {
-            guards.push(self.nodes.lock(name).await);
-        }
+    async fn hold(&self, nodes: &[&Node], platform: &Platform, controller: Option<String>) -> Held {
+        let names: Vec<&Arc<str>> = nodes.iter().map(|n| &n.name).collect();
+        let guards = self.nodes.lock_all(&names).await;
         let controller = match controller {
-            Some(key) => Some(self.controllers.lock(&key).await),
+            Some(key) => {
+                let key: Arc<str> = key.into();
+                self.controllers.lock_all(&[&key]).await.pop()
+            }
             None => None,
         };
         let platform = self.platforms.acquire(platform).await;
@@ -233,7 +264,7 @@ impl Engine {
         let platform = &loaded.topology.platforms[&*node.platform];
         let driver = &loaded.drivers.by_platform[&*node.platform];
         let _held = self
-            .hold(&[name], platform, controller_key(platform, node))
+            .hold(&[node], platform, controller_key(platform, node))
             .await;
 
         let invocation = driver::plan(&self.inherited, driver.path.clone(), platform, node, action);
@@ -251,26 +282,27 @@ impl Engine {
         result
     }
 
-    /// One batch run: `names` (distinct nodes of one batch platform and
-    /// controller value) to the driver, each answer line sent on as it
-    /// arrives, then every silent node failed.
+    /// One batch run: the nodes at `positions` in the topology (distinct
+    /// nodes of one batch platform and controller value) to the driver,
+    /// each answer line sent on as it arrives, then every silent node
+    /// failed.
     async fn run_chunk(
         &self,
         loaded: &Loaded,
         action: Action,
-        mut names: Vec<String>,
+        positions: Vec<usize>,
+        lane: usize,
         tx: &mpsc::UnboundedSender<CommandAttributes>,
     ) {
-        names.sort_unstable();
-        let nodes: Vec<&Node> = names
-            .iter()
-            .map(|n| loaded.topology.node(n).expect("checked by run"))
-            .collect();
+        let all = loaded.topology.nodes();
+        let mut nodes: Vec<&Node> = positions.into_iter().map(|i| &all[i]).collect();
+        // Locks in name order: the one global order.
+        nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
-        let sorted: Vec<&str> = names.iter().map(String::as_str).collect();
         let controller = controller_key(platform, nodes[0]);
-        let _held = self.hold(&sorted, platform, controller.clone()).await;
+        let _held = self.hold(&nodes, platform, controller.clone()).await;
+        let names = nodes.iter().map(|n| n.name.clone()).collect();
 
         let mut secrets: Vec<String> = nodes
             .iter()
@@ -287,7 +319,11 @@ impl Engine {
             started: Instant::now(),
         };
         let outcome = if platform.persistent {
-            let key = format!("{}\0{}", platform.name, controller.unwrap_or_default());
+            let key = format!(
+                "{}\0{}\0{lane}",
+                platform.name,
+                controller.unwrap_or_default()
+            );
             self.run_persistent(key, platform, &driver.path, &nodes, &mut answers)
                 .await
         } else {
@@ -326,32 +362,14 @@ impl Engine {
         outcome
     }
 
-    /// A free persistent driver process for `key` (platform and controller
-    /// value), or the next one round the lanes to wait for: one lane per
-    /// core, so a request's chunks run side by side as one-shot ones do,
-    /// and one chunk at a time per process.
-    async fn persistent_lane(&self, key: &str) -> tokio::sync::OwnedMutexGuard<persistent::Slot> {
-        let lanes: Vec<_> = {
+    /// The persistent driver process for `key` (platform, controller value
+    /// and lane), once its chunk before this one is done.
+    async fn persistent_lane(&self, key: String) -> tokio::sync::OwnedMutexGuard<persistent::Slot> {
+        let slot = {
             let mut table = self.persistent.lock().expect("slot table poisoned");
-            (0..self.lanes)
-                .map(|lane| table.entry(format!("{key}\0{lane}")).or_default().clone())
-                .collect()
+            table.entry(key).or_default().clone()
         };
-        // A free lane that may start at once beats one backing off.
-        let mut backing_off = None;
-        for lane in &lanes {
-            if let Ok(slot) = lane.clone().try_lock_owned() {
-                if slot.backoff().is_zero() {
-                    return slot;
-                }
-                backing_off.get_or_insert(slot);
-            }
-        }
-        if let Some(slot) = backing_off {
-            return slot;
-        }
-        let next = self.next_lane.fetch_add(1, Ordering::Relaxed) % lanes.len();
-        lanes[next].clone().lock_owned().await
+        slot.lock_owned().await
     }
 
     /// A chunk on the platform's persistent driver (started, or restarted
@@ -365,7 +383,7 @@ impl Engine {
         nodes: &[&Node],
         answers: &mut Answers<'_>,
     ) -> Outcome {
-        let mut slot = self.persistent_lane(&key).await;
+        let mut slot = self.persistent_lane(key).await;
         // Answers count their time from here, not from the wait for a lane.
         let started = Instant::now();
         answers.started = started;
@@ -560,28 +578,29 @@ fn controller_key(platform: &Platform, node: &Node) -> Option<String> {
     Some(format!("{var}={value}"))
 }
 
-/// `names` in chunks of even size, at most `max` each. A node asked for
+/// `items` in chunks of even size, at most `max` each. A node asked for
 /// twice goes to a later chunk than its first time, so no chunk waits on
 /// its own lock.
-fn chunks(names: Vec<String>, max: usize) -> Vec<Vec<String>> {
-    let mut rounds: Vec<Vec<String>> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(names.len());
-    for name in names {
-        let round = seen.entry(name.clone()).or_insert(0);
+fn chunks<T: Clone + Eq + std::hash::Hash>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    let mut rounds: Vec<Vec<T>> = Vec::new();
+    let mut seen: HashMap<T, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(items.len(), Default::default());
+    for item in items {
+        let round = seen.entry(item.clone()).or_insert(0);
         if rounds.len() <= *round {
             rounds.push(Vec::new());
         }
-        rounds[*round].push(name);
+        rounds[*round].push(item);
         *round += 1;
     }
     let mut out = Vec::new();
     for round in rounds {
         let count = round.len().div_ceil(max.max(1));
         let (base, extra) = (round.len() / count, round.len() % count);
-        let mut names = round.into_iter();
+        let mut items = round.into_iter();
         for i in 0..count {
             let size = base + usize::from(i < extra);
-            out.push(names.by_ref().take(size).collect());
+            out.push(items.by_ref().take(size).collect());
         }
     }
     out

@@ -318,15 +318,52 @@ async fn the_sim_driver_answers_a_chunk() {
     assert_eq!(state, "on\n");
 }
 
-/// A persistent platform on the fixture driver `persistent`, with `nodes`.
+/// A persistent platform on the fixture driver `persistent`, with `nodes`,
+/// and one process (so which process a node goes to is no matter).
 fn persistent(timeout: &str, nodes: &str) -> Fixture {
+    persistent_with(1, timeout, nodes)
+}
+
+fn persistent_with(processes: usize, timeout: &str, nodes: &str) -> Fixture {
     Fixture::new(&[(
         "t.yaml",
         &format!(
             "platforms:\n  p:\n    driver: persistent\n    batch: true\n    persistent: true\n    \
-             timeout: {timeout}\n    variables: [mode]\nstatic_nodes:\n{nodes}"
+             processes: {processes}\n    timeout: {timeout}\n    variables: [mode]\nstatic_nodes:\n{nodes}"
         ),
     )])
+}
+
+/// With several processes, a node goes to the same one every time, whatever
+/// else a request asks for; the request's nodes are spread over all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_always_goes_to_the_same_persistent_process() {
+    let f = persistent_with(3, "5s", "  n[1-30]: {platform: p, mode: pid}\n");
+    let engine = f.engine(8, &[]);
+    let names: Vec<String> = (1..=30).map(|i| format!("n{i}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let served = |results: Vec<CommandAttributes>| -> BTreeMap<String, String> {
+        results
+            .into_iter()
+            .map(|r| {
+                (
+                    r.node_name,
+                    r.error.expect("the fixture answers with its pid"),
+                )
+            })
+            .collect()
+    };
+    let first = served(f.run(&engine, Action::PowerOn, &all).await);
+    let pids: std::collections::BTreeSet<&String> = first.values().collect();
+    assert_eq!(pids.len(), 3, "30 nodes over 3 processes: {first:?}");
+    assert_eq!(starts(&f.out()).len(), 3);
+    let odd: Vec<&str> = all.iter().copied().step_by(2).collect();
+    let again = served(f.run(&engine, Action::PowerOff, &odd).await);
+    for (node, pid) in again {
+        assert_eq!(pid, first[&node], "{node} went to another process");
+    }
+    assert_eq!(starts(&f.out()).len(), 3, "no process started again");
+    engine.shutdown(Duration::from_secs(1)).await;
 }
 
 fn starts(out: &Path) -> Vec<String> {
@@ -455,5 +492,13 @@ async fn the_sim_driver_runs_persistent() {
         .filter(|r| r.state == Some(PowerState::On))
         .count();
     assert_eq!(on_count, 50);
+    // Answered from memory; the state files follow just after.
+    let file = f.out().parent().unwrap().join("sim/s50");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            std::fs::read_to_string(&file).is_ok_and(|s| s == "on\n")
+        }),
+        "the state file of s50 was not written"
+    );
     engine.shutdown(Duration::from_secs(1)).await;
 }

@@ -240,19 +240,32 @@ fn start(
 }
 
 /// Results as NDJSON: one `commands` resource per line, as each arrives.
+/// The results already waiting go out together, as one chunk of the body:
+/// a batch driver's answers come in bursts, and a chunk each cost the
+/// server and the client more than the JSON.
 struct Lines(mpsc::UnboundedReceiver<CommandAttributes>);
 
+/// Waiting results joined into one chunk, up to about this many bytes.
+const LINES_CHUNK: usize = 64 * 1024;
+
 impl futures_util::Stream for Lines {
-    type Item = Result<String, Infallible>;
+    type Item = Result<Vec<u8>, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|r| {
-            r.map(|r| {
-                let mut line =
-                    serde_json::to_string(&Resource::command(r)).expect("a result serialises");
-                line.push('\n');
-                Ok(line)
-            })
-        })
+        let mut chunk = Vec::new();
+        while chunk.len() < LINES_CHUNK {
+            match self.0.poll_recv(cx) {
+                Poll::Ready(Some(result)) => {
+                    serde_json::to_writer(&mut chunk, &Resource::command(result))
+                        .expect("a result serialises");
+                    chunk.push(b'\n');
+                }
+                // The end, or nothing more yet: send what there is first.
+                Poll::Ready(None) if chunk.is_empty() => return Poll::Ready(None),
+                Poll::Pending if chunk.is_empty() => return Poll::Pending,
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(chunk)))
     }
 }

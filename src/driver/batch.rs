@@ -9,6 +9,7 @@ use super::interpret::{self, Exit, Outcome};
 use crate::topology::Node;
 use power_proto::wire::{Action, CommandAttributes, PowerState};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Message of a node the driver never answered for, when it left no stderr.
@@ -89,7 +90,7 @@ pub struct Ledger {
     action: Action,
     platform: String,
     first_id: usize,
-    names: Vec<String>,
+    names: Vec<Arc<str>>,
     answered: Vec<bool>,
     left: usize,
     secrets: Vec<String>,
@@ -98,7 +99,7 @@ pub struct Ledger {
 impl Ledger {
     /// A run of `action` on `names` (id `i + 1` is `names[i]`) of
     /// `platform`; `secrets` are masked in every message.
-    pub fn new(action: Action, platform: &str, names: Vec<String>, secrets: Vec<String>) -> Self {
+    pub fn new(action: Action, platform: &str, names: Vec<Arc<str>>, secrets: Vec<String>) -> Self {
         Ledger {
             action,
             platform: platform.to_string(),
@@ -145,7 +146,7 @@ impl Ledger {
             _ => return Err(Ignored::UnknownId(self.mask(id))),
         };
         if self.answered[index] {
-            return Err(Ignored::Duplicate(self.names[index].clone()));
+            return Err(Ignored::Duplicate(self.names[index].to_string()));
         }
         let is_status = self.action == Action::Status;
         let (success, state) = match (is_status, word) {
@@ -228,7 +229,7 @@ mod tests {
     }
 
     fn ledger(action: Action, n: usize) -> Ledger {
-        let names = (1..=n).map(|i| format!("n{i}")).collect();
+        let names = (1..=n).map(|i| format!("n{i}").into()).collect();
         Ledger::new(action, "p", names, vec!["hunter2".into()])
     }
 

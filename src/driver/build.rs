@@ -159,8 +159,9 @@ fn write_script(
     }
 }
 
-/// FNV-1a: a short stable hash so two platforms whose names sanitise alike differ.
-fn fnv1a(s: &str) -> u32 {
+/// FNV-1a: a short stable hash, so two platforms whose names sanitise
+/// alike differ, and so a node keeps its persistent driver process.
+pub(crate) fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811c9dc5u32, |h, b| {
         (h ^ b as u32).wrapping_mul(0x01000193)
     })

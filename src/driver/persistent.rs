@@ -20,6 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
+/// The process (of `lanes` for one platform and controller value) that
+/// serves node `name`: always the same one while `lanes` is unchanged, so
+/// a driver may keep what it knows of its nodes in memory.
+pub fn lane(name: &str, lanes: usize) -> usize {
+    super::build::fnv1a(name) as usize % lanes.max(1)
+}
+
 /// Longest wait before restarting a driver that keeps failing.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 

@@ -170,6 +170,7 @@ mod tests {
             serialize_by: None,
             batch: None,
             persistent: false,
+            processes: None,
         }
     }
 

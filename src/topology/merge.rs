@@ -5,7 +5,7 @@
 use super::diagnostic::{Diagnostic, Location};
 use super::model::{Group, Node, Platform, Topology, Variables};
 use super::parse::Fragment;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// What merging found that is not fatal.
@@ -24,7 +24,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     let mut strings = Interner::default();
     // Each node's index in `nodes`, by name: duplicates are found here, and
     // it becomes the topology's index.
-    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+    let mut index = super::model::NodeIndex::default();
     let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
     let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
     // Values a batch driver could not read on a line, checked once the
@@ -65,6 +65,7 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
                 serialize_by: def.serialize_by.map(|v| v.value),
                 batch: def.batch,
                 persistent: def.persistent,
+                processes: def.processes,
             };
             platforms.insert(name, (platform, precedence));
         }

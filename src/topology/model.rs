@@ -119,6 +119,8 @@ pub struct Platform {
     /// A batch platform whose driver processes stay running, fed chunk
     /// after chunk (one per core for each controller value).
     pub persistent: bool,
+    /// A persistent platform's processes, when not one per core.
+    pub processes: Option<usize>,
 }
 
 /// One group of nodes.
@@ -130,11 +132,15 @@ pub struct Group {
     pub nodes: Vec<String>,
 }
 
+/// Node positions by name. foldhash, not SipHash: it is looked up for
+/// every node of every request, and its keys are the topology's own.
+pub(super) type NodeIndex = HashMap<Arc<str>, usize, foldhash::fast::RandomState>;
+
 /// The whole merged topology.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Topology {
     nodes: Vec<Node>,
-    index: HashMap<Arc<str>, usize>,
+    index: NodeIndex,
     /// Platforms by name.
     pub platforms: BTreeMap<String, Platform>,
     /// Groups by name.
@@ -145,7 +151,7 @@ impl Topology {
     /// `index` maps each node's name to its place in `nodes`.
     pub(super) fn new(
         nodes: Vec<Node>,
-        index: HashMap<Arc<str>, usize>,
+        index: NodeIndex,
         platforms: BTreeMap<String, Platform>,
         groups: BTreeMap<String, Group>,
     ) -> Self {
@@ -165,6 +171,11 @@ impl Topology {
 
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.index.get(name).map(|&i| &self.nodes[i])
+        self.position(name).map(|i| &self.nodes[i])
+    }
+
+    /// Where the node called `name` stands in [`Topology::nodes`].
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 }

@@ -93,6 +93,8 @@ pub struct PlatformDef {
     pub batch: Option<usize>,
     /// A batch platform whose driver stays running between chunks.
     pub persistent: bool,
+    /// A persistent platform's processes (`processes`), if it sets them.
+    pub processes: Option<usize>,
 }
 
 /// One `groups` entry.
@@ -342,6 +344,7 @@ impl Parser {
         let mut batch = false;
         let mut batch_max = None;
         let mut persistent = None;
+        let mut processes = None;
         for (k, v) in map.iter() {
             let what = format!("{label}: {}", k.as_str());
             match k.as_str() {
@@ -370,12 +373,13 @@ impl Parser {
                 "batch" => batch = self.typed(v, &what, boolean).unwrap_or(false),
                 "batch_max" => batch_max = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
                 "persistent" => persistent = self.typed(v, &what, boolean).map(|p| (p, self.loc(v.span()))),
+                "processes" => processes = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
                 other => self.error(
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
                          restart, status, driver, status_off_exit_code, timeout, concurrency, serialize_by, \
-                         batch, batch_max or persistent)"
+                         batch, batch_max, persistent or processes)"
                     ),
                 ),
             }
@@ -416,6 +420,16 @@ impl Parser {
             Some((p, _)) => p,
             None => false,
         };
+        let processes = match processes {
+            Some((_, at)) if !persistent => {
+                let message = format!(
+                    "{label}: processes is only for a persistent platform (add \"persistent: true\")"
+                );
+                self.errors.push(Diagnostic::at(&at, message));
+                None
+            }
+            processes => processes.map(|(n, _)| n),
+        };
         Some(PlatformDef {
             name: self.at(key),
             variables,
@@ -426,6 +440,7 @@ impl Parser {
             serialize_by,
             batch,
             persistent,
+            processes,
         })
     }
 
@@ -723,6 +738,14 @@ mod tests {
         let f =
             parse_ok("platforms:\n  p:\n    driver: d\n    batch: true\n    persistent: true\n");
         assert!(f.platforms[0].persistent);
+        assert_eq!(
+            one_error("platforms:\n  p:\n    driver: d\n    batch: true\n    processes: 2\n"),
+            "t.yaml:5:16: platform p: processes is only for a persistent platform (add \"persistent: true\")"
+        );
+        let f = parse_ok(
+            "platforms:\n  p:\n    driver: d\n    batch: true\n    persistent: true\n    processes: 3\n",
+        );
+        assert_eq!(f.platforms[0].processes, Some(3));
     }
 
     #[test]

@@ -57,7 +57,8 @@ fn node_for(name: &str, bmc: &Bmc) -> String {
 enum Mode {
     /// The shipped platform, `persistent: true`: `ipmipower serve`.
     Persistent,
-    /// A copy of it without `persistent: true`: one driver run per chunk.
+    /// A copy of it without `persistent: true` (and its `processes`): one
+    /// driver run per chunk.
     OneShot,
 }
 
@@ -69,7 +70,7 @@ fn fragment(mode: Mode) -> String {
         Mode::OneShot => {
             let without: String = yaml
                 .lines()
-                .filter(|l| l.trim() != "persistent: true")
+                .filter(|l| !matches!(l.trim(), "persistent: true" | "processes: 1"))
                 .map(|l| format!("{l}\n"))
                 .collect();
             assert_ne!(without, yaml, "no `persistent: true` in the fragment");

@@ -259,14 +259,18 @@ fn sort(results: &mut [CommandAttributes], asked: Option<&[String]>) {
         .enumerate()
         .map(|(i, n)| (n.as_str(), i))
         .collect();
-    let order = |r: &CommandAttributes| position.get(r.node_name.as_str()).copied();
-    results.sort_by(|a, b| {
-        let (pa, pb) = (order(a), order(b));
-        let unasked = |p: Option<usize>| p.unwrap_or(usize::MAX);
-        unasked(pa)
-            .cmp(&unasked(pb))
-            .then_with(|| output::natural_cmp(&a.node_name, &b.node_name))
+    // Each position looked up once, not once per comparison.
+    results.sort_by_cached_key(|r| {
+        position
+            .get(r.node_name.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
     });
+    let unasked = results
+        .iter()
+        .position(|r| !position.contains_key(r.node_name.as_str()))
+        .unwrap_or(results.len());
+    results[unasked..].sort_by(|a, b| output::natural_cmp(&a.node_name, &b.node_name));
 }
 
 /// Options for [`status`] and [`action`] that come from the command line.
