@@ -386,8 +386,9 @@ async fn a_platform_bound_holds_under_a_larger_global_one() {
     );
 }
 
-/// Drivers run 10 nicer than the server, so its threads keep answering
-/// while hundreds of drivers compete for the CPU.
+/// Drivers run 10 nicer than the thread that starts them, and the
+/// server's engine threads 10 nicer than its API's, so the API keeps
+/// answering while hundreds of drivers compete for the CPU.
 #[tokio::test(flavor = "multi_thread")]
 async fn drivers_run_nicer_than_the_server() {
     let f = Fixture::new(&[(
@@ -402,6 +403,13 @@ async fn drivers_run_nicer_than_the_server() {
         .unwrap();
     let expected = (mine + 10).min(19).to_string();
     let engine = f.engine(2, &[("EXPECTED", &expected)]);
+    let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
+    assert!(r.success, "{r:?}");
+
+    // On the engine's own threads (as the server runs it), 10 nicer again.
+    let workers = power_server::engine::Workers::start().unwrap();
+    let expected = (mine + 20).min(19).to_string();
+    let engine = f.engine(2, &[("EXPECTED", &expected)]).on(workers.handle());
     let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
     assert!(r.success, "{r:?}");
 }

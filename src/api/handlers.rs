@@ -213,7 +213,7 @@ fn start(
     let mut from_engine = app.engine.run(loaded, action, nodes);
     let (tx, rx) = mpsc::unbounded_channel();
     let app = app.clone();
-    tokio::spawn(async move {
+    app.engine.clone().spawn(async move {
         while let Some(result) = from_engine.recv().await {
             if result.success {
                 record.succeeded += 1;

@@ -13,7 +13,7 @@ pub mod select;
 
 use crate::auth::Keys;
 use crate::config::Settings;
-use crate::engine::Engine;
+use crate::engine::{Engine, Workers};
 use crate::secret::Secret;
 use crate::state::State;
 use crate::topology::LoadErrors;
@@ -119,6 +119,8 @@ pub enum ServeError {
     },
     /// Signal handlers cannot be installed.
     Signals(std::io::Error),
+    /// The engine's threads cannot be started.
+    Runtime(std::io::Error),
 }
 
 impl fmt::Display for ServeError {
@@ -130,18 +132,13 @@ impl fmt::Display for ServeError {
             }
             Self::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             Self::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Self::Runtime(e) => write!(f, "cannot start the engine's threads: {e}"),
         }
     }
 }
 
 impl std::error::Error for ServeError {}
 
-/// Load the topology, listen, call `ready` with the bound address and the
-/// topology, and
-/// serve until SIGTERM or SIGINT; then stop accepting, give running drivers
-/// `settings.shutdown_grace` to finish, kill what is left, and return.
-/// A second signal skips the rest of the grace period. `environment` is the
-/// base of every driver's environment.
 /// A listener on `addr` whose connections send each write at once
 /// (TCP_NODELAY, which Linux passes from the listener to every accepted
 /// socket). Without it the last piece of a streamed answer waits for the
@@ -157,6 +154,11 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
+/// Load the topology, listen, call `ready` with the bound address and the
+/// topology, and serve until SIGTERM or SIGINT; then stop accepting, give running drivers
+/// `settings.shutdown_grace` to finish, kill what is left, and return.
+/// A second signal skips the rest of the grace period. `environment` is the
+/// base of every driver's environment.
 pub async fn serve(
     settings: &Settings,
     secret: &Secret,
@@ -177,7 +179,9 @@ pub async fn serve(
         })?),
         None => None,
     };
-    let engine = Engine::new(settings.concurrency, environment);
+    // Driver runs on threads of their own, nicer than the API's.
+    let workers = Workers::start().map_err(ServeError::Runtime)?;
+    let engine = Engine::new(settings.concurrency, environment).on(workers.handle());
     let app = Arc::new(App {
         state: state.clone(),
         engine: engine.clone(),
@@ -253,6 +257,7 @@ pub async fn serve(
         }
     }
     reloader.abort();
+    drop(workers);
     tracing::info!("stopped");
     Ok(())
 }

@@ -122,7 +122,8 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
     start(program, invocation.action.as_str(), &invocation.env, piped).await
 }
 
-/// How much nicer than the server drivers run: under a load of drivers the
+/// How much nicer than the engine's threads drivers run (in the server, 20
+/// nicer than the API's, capped at 19): under a load of drivers the
 /// server's own threads still get the CPU first, so the API answers at once.
 pub const DRIVER_NICE: i32 = 10;
 
@@ -180,13 +181,18 @@ fn nice_this_thread() {
     if NICED.get() {
         return;
     }
+    renice_this_thread(DRIVER_NICE);
+    NICED.set(true);
+}
+
+/// Make the calling thread `by` nicer than it is (at most 19).
+pub(crate) fn renice_this_thread(by: i32) {
     // SAFETY: plain system calls on the calling thread's own id.
     unsafe {
         let tid = nix::libc::gettid() as nix::libc::id_t;
         let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
-        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + DRIVER_NICE).min(19));
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + by).min(19));
     }
-    NICED.set(true);
 }
 
 /// TERM the group, give it [`KILL_GRACE`], then KILL it and reap the leader.
