@@ -101,6 +101,10 @@ pub fn expand(expr: &str, limit: usize) -> Result<Vec<String>, HostlistError> {
     if count > limit as u128 {
         return Err(HostlistError::TooMany { limit, count });
     }
+    if count <= 1 {
+        // One name (a topology's usual node key): nothing to deduplicate.
+        return Ok(terms.iter().flat_map(|t| expand_term(t)).collect());
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(count as usize);
     for name in terms.iter().flat_map(|t| expand_term(t)) {

@@ -272,7 +272,8 @@ impl Parser {
                 return None;
             }
         };
-        let label = format!("node {}", key.as_str());
+        // Messages are made only for errors: this runs for 100,000 nodes.
+        let label = || format!("node {}", key.as_str());
         let mut def = NodeDef {
             names: At {
                 value: names,
@@ -285,28 +286,38 @@ impl Parser {
         let settings = match value {
             // `node01:` alone: a node with no settings (an error below: no platform).
             Node::Scalar(s) if s.as_str().is_empty() => None,
-            other => self.mapping(other, &label, "platform and variables"),
+            Node::Mapping(m) => Some(m),
+            other => self.mapping(other, &label(), "platform and variables"),
         };
         let mut platform_given = false;
         for (k, v) in settings.into_iter().flat_map(|m| m.iter()) {
-            match k.as_str() {
-                "platform" => {
+            match (k.as_str(), v) {
+                ("platform", Node::Scalar(s)) => {
                     platform_given = true;
-                    def.platform = self
-                        .scalar(v, &format!("{label}: platform"))
-                        .map(|s| self.at(s))
+                    def.platform = Some(self.at(s));
                 }
-                "groups" => def.groups = self.strings(v, &format!("{label}: groups")),
-                "name" => self.error(
+                ("platform", other) => {
+                    platform_given = true;
+                    self.scalar(other, &format!("{}: platform", label()));
+                }
+                ("groups", v) => def.groups = self.strings(v, &format!("{}: groups", label())),
+                ("name", _) => self.error(
                     k.span(),
-                    format!("{label}: \"name\" is set from the node's key and cannot be given"),
+                    format!(
+                        "{}: \"name\" is set from the node's key and cannot be given",
+                        label()
+                    ),
                 ),
-                _ => {
-                    let what = format!("{label}: variable {}", k.as_str());
-                    if let Err(e) = check_variable_name(k.as_str()) {
-                        self.error(k.span(), format!("{what}: {e}"));
-                    } else if let Some(s) = self.scalar(v, &what) {
-                        def.variables.push((self.at(k), s.as_str().to_string()));
+                (name, v) => {
+                    let what = || format!("{}: variable {name}", label());
+                    match (check_variable_name(name), v) {
+                        (Err(e), _) => self.error(k.span(), format!("{}: {e}", what())),
+                        (Ok(()), Node::Scalar(s)) => {
+                            def.variables.push((self.at(k), s.as_str().to_string()));
+                        }
+                        (Ok(()), other) => {
+                            self.scalar(other, &what());
+                        }
                     }
                 }
             }
@@ -314,7 +325,7 @@ impl Parser {
         if !platform_given {
             self.error(
                 key.span(),
-                format!("{label}: no platform (expected a \"platform\" key)"),
+                format!("{}: no platform (expected a \"platform\" key)", label()),
             );
         }
         Some(def)

@@ -203,7 +203,8 @@ impl Builder {
                 }
             }
         } else {
-            let mut first: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+            let mut first: HashMap<&str, usize, foldhash::fast::RandomState> =
+                HashMap::with_capacity_and_hasher(entries.len(), Default::default());
             for (i, (key, _)) in entries.iter().enumerate() {
                 if let Some(&at) = first.get(key.as_str()) {
                     repeats.push((i, at));
