@@ -4,13 +4,15 @@
 
 use super::diagnostic::{Diagnostic, Location};
 use super::model::{Group, Node, Platform, Topology, Variables};
-use super::parse::Fragment;
-use std::collections::{BTreeMap, HashSet};
+use super::parse::{Fragment, GroupDef, NodeDef, PlatformDef};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// What merging found that is not fatal.
 pub type Warnings = Vec<Diagnostic>;
 
+#[cfg(test)]
 /// Merge fragments in read order. Every error is reported, not only the first.
 ///
 /// A platform defined in two files of one directory is an error; defined in
@@ -18,10 +20,47 @@ pub type Warnings = Vec<Diagnostic>;
 /// admin redefines a packaged platform, as a later file replaces an earlier
 /// one), with a warning naming both.
 pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagnostic>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    merge_prepared(fragments.into_iter().map(|f| prepare(f, threads)).collect())
+}
+
+/// A fragment with its nodes built: the part of the merge that needs no
+/// other fragment, so fragments (and pieces of one) can be prepared side
+/// by side.
+pub struct Prepared {
+    precedence: usize,
+    platforms: Vec<PlatformDef>,
+    groups: Vec<GroupDef>,
+    nodes: Vec<Node>,
+    unsendable: Vec<Unsendable>,
+}
+
+/// Build `fragment`'s nodes, on up to `threads` threads when it has many.
+pub fn prepare(fragment: Fragment, threads: usize) -> Prepared {
+    let mut nodes = Vec::new();
+    let mut unsendable = Vec::new();
+    for (built, found) in build_nodes(fragment.nodes, threads) {
+        if nodes.is_empty() {
+            nodes = built;
+        } else {
+            nodes.extend(built);
+        }
+        unsendable.extend(found);
+    }
+    Prepared {
+        precedence: fragment.precedence,
+        platforms: fragment.platforms,
+        groups: fragment.groups,
+        nodes,
+        unsendable,
+    }
+}
+
+/// [`merge`] of fragments already prepared, in read order.
+pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
-    let mut strings = Interner::default();
     // Each node's index in `nodes`, by name: duplicates are found here, and
     // it becomes the topology's index.
     let mut index = super::model::NodeIndex::default();
@@ -69,44 +108,51 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
             };
             platforms.insert(name, (platform, precedence));
         }
-        for def in fragment.nodes {
-            let Some(platform) = def.platform else {
-                continue;
-            };
-            for (key, value) in &def.variables {
-                if let Some(what) = line_breaking(value) {
-                    unsendable.push(Unsendable {
-                        nodes: power_proto::hostlist::compress(
-                            def.names.value.iter().map(String::as_str),
-                        ),
-                        platform: platform.value.clone(),
-                        variable: key.clone(),
-                        what,
-                    });
+        unsendable.extend(fragment.unsendable);
+        index.reserve(fragment.nodes.len());
+        let mut repeated = Vec::new();
+        for (i, node) in fragment.nodes.iter().enumerate() {
+            match index.entry(node.name.clone()) {
+                Entry::Occupied(first) => {
+                    let first = match *first.get() {
+                        j if j < nodes.len() => &nodes[j],
+                        // Kept in this fragment: its place among them, less
+                        // the repeats dropped before it.
+                        j => {
+                            let mut raw = j - nodes.len();
+                            for &dropped in &repeated {
+                                if dropped <= raw {
+                                    raw += 1;
+                                }
+                            }
+                            &fragment.nodes[raw]
+                        }
+                    };
+                    errors.push(twice(
+                        "node",
+                        &node.name,
+                        &first.defined_at,
+                        &node.defined_at,
+                    ));
+                    repeated.push(i);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(nodes.len() + i - repeated.len());
                 }
             }
-            for name in &def.names.value {
-                if let Some(&first) = index.get(name.as_str()) {
-                    errors.push(twice("node", name, &nodes[first].defined_at, &def.names.at));
-                    continue;
-                }
-                let name: Arc<str> = Arc::from(name.as_str());
-                index.insert(name.clone(), nodes.len());
-                let mut variables: Vec<(Arc<str>, Arc<str>)> = def
-                    .variables
-                    .iter()
-                    .map(|(k, v)| (strings.get(&k.value), strings.get(v)))
-                    .collect();
-                variables.push((strings.get("name"), name.clone()));
-                nodes.push(Node {
-                    name,
-                    platform: strings.get(&platform.value),
-                    variables: Variables::new(variables),
-                    groups: def.groups.iter().map(|g| g.value.clone()).collect(),
-                    defined_at: def.names.at.clone(),
-                    platform_at: platform.at.clone(),
-                });
-            }
+        }
+        if nodes.is_empty() && repeated.is_empty() {
+            // The usual first fragment: its nodes as they are, not moved one by one.
+            nodes = fragment.nodes;
+        } else {
+            nodes.extend(
+                fragment
+                    .nodes
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| repeated.binary_search(i).is_err())
+                    .map(|(_, node)| node),
+            );
         }
         for def in fragment.groups {
             let name = def.name.value;
@@ -212,18 +258,138 @@ pub fn merge(fragments: Vec<Fragment>) -> Result<(Topology, Warnings), Vec<Diagn
     }
 }
 
+/// `defs` as nodes, built side by side on the cores when there are many, in
+/// order; and the values among them a batch driver could not be sent.
+fn build_nodes(defs: Vec<NodeDef>, threads: usize) -> Vec<(Vec<Node>, Vec<Unsendable>)> {
+    const PER_THREAD: usize = 20_000;
+    let threads = threads.min(defs.len() / PER_THREAD).max(1);
+    if threads == 1 {
+        return vec![build_some(&defs)];
+    }
+    // Owned parts, so each thread also frees its definitions.
+    let share = defs.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = defs;
+    while rest.len() > share {
+        let tail = rest.split_off(share);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
+    std::thread::scope(|scope| {
+        let built: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || build_some(&part)))
+            .collect();
+        built
+            .into_iter()
+            .map(|t| t.join().expect("building nodes does not panic"))
+            .collect()
+    })
+}
+
+/// `defs` as nodes, sharing their strings, and the unsendable values.
+fn build_some(defs: &[NodeDef]) -> (Vec<Node>, Vec<Unsendable>) {
+    let mut strings = Interner::default();
+    // A copy of the file name of this thread's own: 200,000 counts of one
+    // shared `Arc` from every thread at once would contend for it.
+    let mut file: Option<(Arc<str>, Arc<str>)> = None;
+    let mut here = |at: &Location| {
+        let own = match &file {
+            Some((shared, own)) if Arc::ptr_eq(shared, &at.file) => own.clone(),
+            _ => {
+                let own: Arc<str> = Arc::from(&*at.file);
+                file = Some((at.file.clone(), own.clone()));
+                own
+            }
+        };
+        Location {
+            file: own,
+            ..at.clone()
+        }
+    };
+    let mut nodes = Vec::with_capacity(defs.len());
+    let mut unsendable = Vec::new();
+    for def in defs {
+        let Some(platform) = &def.platform else {
+            continue;
+        };
+        for (key, value) in &def.variables {
+            if let Some(what) = line_breaking(value) {
+                unsendable.push(Unsendable {
+                    nodes: power_proto::hostlist::compress(
+                        def.names.value.iter().map(String::as_str),
+                    ),
+                    platform: platform.value.clone(),
+                    variable: key.clone(),
+                    what,
+                });
+            }
+        }
+        let defined_at = here(&def.names.at);
+        let platform_at = here(&platform.at);
+        for name in &def.names.value {
+            let name: Arc<str> = Arc::from(name.as_str());
+            let mut variables = Vec::with_capacity(def.variables.len() + 1);
+            for (k, v) in &def.variables {
+                let key = strings.get(&k.value);
+                let value = strings.value(&key, v);
+                variables.push((key, value));
+            }
+            variables.push((strings.get("name"), name.clone()));
+            nodes.push(Node {
+                name,
+                platform: strings.get(&platform.value),
+                variables: Variables::new(variables),
+                groups: def.groups.iter().map(|g| g.value.clone()).collect(),
+                defined_at: defined_at.clone(),
+                platform_at: platform_at.clone(),
+            });
+        }
+    }
+    (nodes, unsendable)
+}
+
 /// One shared copy of each string: 100,000 nodes name a handful of
 /// platforms and variables, and often repeat values (a user name, a region).
+/// A variable whose values seldom repeat (an address per node) stops being
+/// looked up: each value then has its own copy, as it would anyway.
 #[derive(Default)]
-struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
+struct Interner {
+    strings: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    /// Per variable name: values seen, and how many were new.
+    seen: HashMap<Arc<str>, (usize, usize), foldhash::fast::RandomState>,
+}
+
+/// Values of a variable looked up before deciding whether they repeat.
+const INTERN_TRIAL: usize = 256;
 
 impl Interner {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(s) {
+        if let Some(shared) = self.strings.get(s) {
             return shared.clone();
         }
         let shared: Arc<str> = Arc::from(s);
-        self.0.insert(shared.clone());
+        self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// `value` of the variable `name`: shared while its values repeat.
+    fn value(&mut self, name: &Arc<str>, value: &str) -> Arc<str> {
+        let (seen, new) = match self.seen.get_mut(name) {
+            Some(counts) => counts,
+            None => self.seen.entry(name.clone()).or_default(),
+        };
+        if *seen >= INTERN_TRIAL && *new * 2 > *seen {
+            return Arc::from(value);
+        }
+        *seen += 1;
+        if let Some(shared) = self.strings.get(value) {
+            return shared.clone();
+        }
+        *new += 1;
+        let shared: Arc<str> = Arc::from(value);
+        self.strings.insert(shared.clone());
         shared
     }
 }
@@ -301,6 +467,25 @@ mod tests {
         assert_eq!(
             e,
             ["a.yaml:4:3: node cn2 is defined twice: first at a.yaml:2:3, again here"]
+        );
+        // Each repeat names its own first definition, however many were
+        // dropped before it.
+        let e = merge_errors(&[
+            (
+                "a.yaml",
+                "static_nodes:\n  a[1-3]: {platform: p}\n  a2: {platform: p}\n  b: {platform: p}\n  \
+                 a[3-4]: {platform: p}\n  b,z: {platform: p}\n  a4,y: {platform: p}\n",
+            ),
+            ("p.yaml", PLATFORM),
+        ]);
+        assert_eq!(
+            e,
+            [
+                "a.yaml:3:3: node a2 is defined twice: first at a.yaml:2:3, again here",
+                "a.yaml:5:3: node a3 is defined twice: first at a.yaml:2:3, again here",
+                "a.yaml:6:3: node b is defined twice: first at a.yaml:4:3, again here",
+                "a.yaml:7:3: node a4 is defined twice: first at a.yaml:5:3, again here",
+            ]
         );
     }
 

@@ -3,13 +3,16 @@
 //!
 //! `sources` finds the files (I/O), `yaml` turns a file's text into a
 //! located tree (pure), `parse` reads one fragment from it (pure), `merge`
-//! joins them and checks cross-references (pure).
+//! builds each fragment's nodes and joins them, checking cross-references
+//! (pure). `split` cuts a large file into pieces (pure) that [`load`] reads
+//! side by side.
 
 mod diagnostic;
 mod merge;
 mod model;
 mod parse;
 mod sources;
+mod split;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, LoadErrors, Location};
@@ -39,8 +42,9 @@ pub struct LoadedTopology {
 /// Load the topology from `dirs` (lowest precedence first).
 pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
     let sources = sources::resolve(dirs).map_err(LoadErrors)?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut errors = Vec::new();
-    let mut fragments = Vec::new();
+    let mut prepared = Vec::new();
     for (_, resolved, precedence) in &sources {
         let Resolved::File(path) = resolved else {
             continue;
@@ -53,18 +57,17 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
                 continue;
             }
         };
-        match parse::parse(&label, &text) {
-            Ok(fragment) => fragments.push(parse::Fragment {
-                precedence: *precedence,
-                ..fragment
-            }),
-            Err(mut e) => errors.append(&mut e),
+        for piece in read(&label, &text, *precedence, threads) {
+            match piece {
+                Ok(piece) => prepared.push(piece),
+                Err(mut e) => errors.append(&mut e),
+            }
         }
     }
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
-    let (topology, warnings) = merge::merge(fragments).map_err(LoadErrors)?;
+    let (topology, warnings) = merge::merge_prepared(prepared).map_err(LoadErrors)?;
     let files = sources
         .into_iter()
         .map(|(name, resolved, _)| (name, resolved))
@@ -73,6 +76,42 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
         topology,
         warnings,
         files,
+    })
+}
+
+/// One file's text parsed and its nodes built, in file order: a large file
+/// in pieces side by side on `threads` threads ([`split`]), else whole.
+fn read(
+    label: &Arc<str>,
+    text: &str,
+    precedence: usize,
+    threads: usize,
+) -> Vec<Result<merge::Prepared, Vec<Diagnostic>>> {
+    let one = |text: &str, first_line, threads| {
+        parse::parse_at(label, text, first_line).map(|fragment| {
+            let fragment = parse::Fragment {
+                precedence,
+                ..fragment
+            };
+            merge::prepare(fragment, threads)
+        })
+    };
+    let Some(pieces) = split::pieces(text, threads) else {
+        return vec![one(text, 1, threads)];
+    };
+    std::thread::scope(|scope| {
+        let (first, rest) = pieces.split_first().expect("cut in two at least");
+        let others: Vec<_> = rest
+            .iter()
+            .map(|p| scope.spawn(move || one(&p.text, p.first_line, 1)))
+            .collect();
+        let mut read = vec![one(&first.text, first.first_line, 1)];
+        read.extend(
+            others
+                .into_iter()
+                .map(|t| t.join().expect("reading does not panic")),
+        );
+        read
     })
 }
 
@@ -88,6 +127,69 @@ mod tests {
     }
 
     const SIM: &str = "platforms:\n  sim:\n    driver: sim\n";
+
+    /// A large file, as [`load`] reads it in pieces side by side: the same
+    /// nodes, in the same order, and the same errors at the same lines and
+    /// columns, as read whole.
+    #[test]
+    fn a_large_file_read_in_pieces_is_read_as_whole() {
+        let mut text = String::from("platforms:\n  p:\n    driver: d\nstatic_nodes:\n");
+        for i in 0..12_000 {
+            let bmc = format!("10.0.{}.{}", i / 256, i % 256);
+            text.push_str(&format!("  n{i:05}:\n    platform: p\n    bmc: {bmc}\n"));
+        }
+        text.push_str("groups:\n  g: n[00001-00002]\n");
+        let label: Arc<str> = "big.yaml".into();
+        let whole = |text: &str| read(&label, text, 0, 1);
+        let cut = |text: &str| read(&label, text, 0, 2);
+        assert_eq!(cut(&text).len(), 2, "the test file is not cut");
+        let messages = |read: Vec<Result<merge::Prepared, Vec<Diagnostic>>>| -> Vec<String> {
+            read.into_iter()
+                .filter_map(Result::err)
+                .flatten()
+                .map(|d| d.to_string())
+                .collect()
+        };
+        let broken = text
+            .replacen(
+                "  n03000:\n    platform: p\n",
+                "  n03000:\n    platfrm: p\n",
+                1,
+            )
+            .replacen(
+                "  n09000:\n    platform: p\n",
+                "  n09000:\n    platform: [p]\n",
+                1,
+            );
+        let errors = messages(whole(&broken));
+        assert_eq!(
+            errors,
+            [
+                "big.yaml:9005:3: node n03000: no platform (expected a \"platform\" key)",
+                "big.yaml:27006:15: node n09000: platform: expected a single value, found a list"
+            ]
+        );
+        assert_eq!(messages(cut(&broken)), errors);
+
+        let merged = |read: Vec<Result<merge::Prepared, Vec<Diagnostic>>>| {
+            let prepared = read.into_iter().map(|r| r.ok().unwrap()).collect();
+            merge::merge_prepared(prepared).unwrap().0
+        };
+        let (whole, cut) = (merged(whole(&text)), merged(cut(&text)));
+        assert_eq!(cut.nodes().len(), 12_000);
+        assert_eq!(cut, whole);
+        // A node defined twice, its definitions in two pieces: still an error.
+        let twice = text.replacen("  n09000:\n", "  n00001:\n", 1);
+        let prepared = read(&label, &twice, 0, 2)
+            .into_iter()
+            .map(|r| r.ok().unwrap())
+            .collect();
+        let errors = merge::merge_prepared(prepared).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "big.yaml:27005:3: node n00001 is defined twice: first at big.yaml:8:3, again here"
+        );
+    }
 
     #[test]
     fn a_later_directory_replaces_a_file_of_the_same_name() {

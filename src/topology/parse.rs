@@ -106,10 +106,22 @@ pub struct GroupDef {
     pub members: Vec<String>,
 }
 
+#[cfg(test)]
 /// Parse one fragment. `file` labels every location.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Fragment, Vec<Diagnostic>> {
+    parse_at(file, text, 1)
+}
+
+/// Parse `text`, which starts at line `first_line` of `file` (a piece of a
+/// large file, cut by [`super::split`]).
+pub fn parse_at(
+    file: &Arc<str>,
+    text: &str,
+    first_line: usize,
+) -> Result<Fragment, Vec<Diagnostic>> {
     let mut p = Parser {
         file: file.clone(),
+        first_line,
         errors: Vec::new(),
     };
     let fragment = p.fragment(text);
@@ -122,6 +134,8 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Fragment, Vec<Diagnostic>> {
 
 struct Parser {
     file: Arc<str>,
+    /// The file's line number of the text's first line.
+    first_line: usize,
     errors: Vec<Diagnostic>,
 }
 
@@ -155,7 +169,7 @@ impl Parser {
         {
             return fragment;
         }
-        let parsed = match yaml::parse(text) {
+        let parsed = match yaml::parse_from(text, self.first_line) {
             Ok(parsed) => parsed,
             Err(e) => {
                 self.error(&e.span, e.message);

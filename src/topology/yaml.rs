@@ -113,13 +113,23 @@ pub struct Parsed {
     pub problems: Vec<Problem>,
 }
 
+#[cfg(test)]
 /// Parse `text`. A syntax error is the only `Err`.
 pub fn parse(text: &str) -> Result<Parsed, Problem> {
-    let mut builder = Builder::default();
+    parse_from(text, 1)
+}
+
+/// Parse `text`, a piece of a file starting at its line `first_line`: every
+/// position is the file's.
+pub fn parse_from(text: &str, first_line: usize) -> Result<Parsed, Problem> {
+    let mut builder = Builder {
+        lines_before: first_line.saturating_sub(1),
+        ..Builder::default()
+    };
     Parser::new_from_str(text)
         .load(&mut builder, true)
         .map_err(|e| Problem {
-            span: Span::from(*e.marker()),
+            span: builder.span(*e.marker()),
             message: format!("invalid YAML: {}", e.info()),
         })?;
     let root = builder.root.unwrap_or_else(|| {
@@ -148,9 +158,20 @@ struct Builder {
     root: Option<Node>,
     documents: usize,
     problems: Vec<Problem>,
+    /// Lines of the file before the text parsed.
+    lines_before: usize,
 }
 
 impl Builder {
+    /// Where `mark` stands in the file.
+    fn span(&self, mark: Marker) -> Span {
+        let span = Span::from(mark);
+        Span {
+            line: span.line + self.lines_before,
+            ..span
+        }
+    }
+
     fn problem(&mut self, span: Span, message: impl Into<String>) {
         self.problems.push(Problem {
             span,
@@ -232,7 +253,7 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
-        let span = Span::from(mark);
+        let span = self.span(mark);
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
