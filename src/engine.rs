@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, watch, Notify, OwnedMutexGuard, OwnedSemaphorePermit, Se
 /// The default bound on driver runs at once (the reference's `num_worker_commands`).
 pub const DEFAULT_CONCURRENCY: usize = 50;
 
+/// Why a node was not run: shutdown began before its driver could start.
+const NOT_RUN: &str = "not run: the server is shutting down";
+
 /// Ignored answer lines logged per batch run; the rest are only counted.
 const IGNORED_LOGGED: usize = 10;
 
@@ -82,6 +85,8 @@ pub struct Engine {
     lanes: usize,
     inherited: Vec<(OsString, OsString)>,
     stop: watch::Sender<bool>,
+    /// Set when shutdown begins: runs still waiting for their bounds give up.
+    closing: watch::Sender<bool>,
     closed: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -173,6 +178,7 @@ impl Engine {
             lanes: std::thread::available_parallelism().map_or(1, usize::from),
             inherited,
             stop: watch::channel(false).0,
+            closing: watch::channel(false).0,
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -226,7 +232,7 @@ impl Engine {
             let counted = InFlight::count(self.clone(), 1);
             if self.closed.load(Ordering::SeqCst) {
                 drop(counted);
-                let error = "not run: the server is shutting down".to_string();
+                let error = NOT_RUN.to_string();
                 let _ = tx.send(CommandAttributes::not_run(
                     action,
                     &name,
@@ -299,8 +305,29 @@ impl Engine {
     }
 
     /// Wait for every bound a run on `nodes` (sorted by name, all of
-    /// `platform`, sharing `controller`) needs.
-    async fn hold(&self, nodes: &[&Node], platform: &Platform, controller: Option<String>) -> Held {
+    /// `platform`, sharing `controller`) needs; `None` once shutdown has
+    /// begun, so a run still queued then never starts.
+    async fn hold(
+        &self,
+        nodes: &[&Node],
+        platform: &Platform,
+        controller: Option<String>,
+    ) -> Option<Held> {
+        let mut closing = self.closing.subscribe();
+        let held = tokio::select! {
+            held = self.acquire(nodes, platform, controller) => held,
+            _ = closing.wait_for(|closing| *closing) => return None,
+        };
+        // Shutdown may have begun as the last bound came free.
+        (!self.closed.load(Ordering::SeqCst)).then_some(held)
+    }
+
+    async fn acquire(
+        &self,
+        nodes: &[&Node],
+        platform: &Platform,
+        controller: Option<String>,
+    ) -> Held {
         let names: Vec<&Arc<str>> = nodes.iter().map(|n| &n.name).collect();
         let guards = self.nodes.lock_all(&names).await;
         let controller = match controller {
@@ -329,9 +356,17 @@ impl Engine {
         let node = loaded.topology.node(name).expect("checked by run");
         let platform = &loaded.topology.platforms[&*node.platform];
         let driver = &loaded.drivers.by_platform[&*node.platform];
-        let _held = self
+        let held = self
             .hold(&[node], platform, controller_key(platform, node))
             .await;
+        if held.is_none() {
+            return CommandAttributes::not_run(
+                action,
+                name,
+                Some(platform.name.clone()),
+                NOT_RUN.to_string(),
+            );
+        }
 
         let invocation = driver::plan(&self.inherited, driver.path.clone(), platform, node, action);
         let secrets = driver::plan::secrets(node);
@@ -367,7 +402,17 @@ impl Engine {
         let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
         let controller = controller_key(platform, nodes[0]);
-        let _held = self.hold(&nodes, platform, controller.clone()).await;
+        let Some(_held) = self.hold(&nodes, platform, controller.clone()).await else {
+            for node in nodes {
+                let _ = tx.send(CommandAttributes::not_run(
+                    action,
+                    &node.name,
+                    Some(platform.name.clone()),
+                    NOT_RUN.to_string(),
+                ));
+            }
+            return;
+        };
         let names = nodes.iter().map(|n| n.name.clone()).collect();
 
         let mut secrets: Vec<String> = nodes
@@ -533,10 +578,12 @@ impl Engine {
         }
     }
 
-    /// Refuse new runs, let running drivers finish within `grace`, then kill
-    /// what is left and wait for it to be gone; persistent drivers go last.
+    /// Refuse new runs and never start the queued ones (they fail as not
+    /// run), let running drivers finish within `grace`, then kill what is
+    /// left and wait for it to be gone; persistent drivers go last.
     pub async fn shutdown(&self, grace: Duration) {
         self.closed.store(true, Ordering::SeqCst);
+        self.closing.send_replace(true);
         if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {
             tracing::warn!(
                 running = self.in_flight.load(Ordering::SeqCst),

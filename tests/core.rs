@@ -294,6 +294,46 @@ async fn shutdown_kills_what_outlives_the_grace_period() {
     );
 }
 
+/// Runs still queued behind the concurrency bound when shutdown begins
+/// never start: they fail as not run, and only the running drivers are
+/// stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_never_starts_a_queued_run() {
+    let f = Fixture::new(&[(
+        "t.yaml",
+        "platforms:\n  hang:\n    driver: hang\nstatic_nodes:\n  h[1-10]:\n    platform: hang\n",
+    )]);
+    let engine = f.engine(2, &[]);
+    let names: Vec<String> = (1..=10).map(|i| format!("h{i}")).collect();
+    let mut rx = engine.run(f.loaded.clone(), Action::PowerOn, names);
+    let started = || {
+        std::fs::read_dir(f.out())
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".leader"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(eventually(Duration::from_secs(10), || started() == 2));
+    engine.shutdown(Duration::from_millis(200)).await;
+    let mut errors = BTreeMap::new();
+    for _ in 0..10 {
+        let r = rx.recv().await.unwrap();
+        assert!(!r.success, "{r:?}");
+        let error = r.error.unwrap();
+        let kind = error.split(':').next().unwrap().to_string();
+        *errors.entry(kind).or_insert(0) += 1;
+    }
+    assert_eq!(
+        errors,
+        BTreeMap::from([("not run".to_string(), 8), ("stopped".to_string(), 2)])
+    );
+    assert_eq!(started(), 2, "a queued driver was started during shutdown");
+}
+
 fn rss_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with(field)).unwrap();
