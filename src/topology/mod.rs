@@ -43,6 +43,7 @@ pub struct LoadedTopology {
 pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
     let sources = sources::resolve(dirs).map_err(LoadErrors)?;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let budget = parse::Budget::default();
     let mut errors = Vec::new();
     let mut prepared = Vec::new();
     for (_, resolved, precedence) in &sources {
@@ -57,7 +58,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
                 continue;
             }
         };
-        for piece in read(&label, &text, *precedence, threads) {
+        for piece in read(&label, &text, *precedence, threads, &budget) {
             match piece {
                 Ok(piece) => prepared.push(piece),
                 Err(mut e) => errors.append(&mut e),
@@ -86,9 +87,10 @@ fn read(
     text: &str,
     precedence: usize,
     threads: usize,
+    budget: &parse::Budget,
 ) -> Vec<Result<merge::Prepared, Vec<Diagnostic>>> {
     let one = |text: &str, first_line, threads| {
-        parse::parse_at(label, text, first_line).map(|fragment| {
+        parse::parse_at(label, text, first_line, budget).map(|fragment| {
             let fragment = parse::Fragment {
                 precedence,
                 ..fragment
@@ -140,8 +142,8 @@ mod tests {
         }
         text.push_str("groups:\n  g: n[00001-00002]\n");
         let label: Arc<str> = "big.yaml".into();
-        let whole = |text: &str| read(&label, text, 0, 1);
-        let cut = |text: &str| read(&label, text, 0, 2);
+        let whole = |text: &str| read(&label, text, 0, 1, &parse::Budget::default());
+        let cut = |text: &str| read(&label, text, 0, 2, &parse::Budget::default());
         assert_eq!(cut(&text).len(), 2, "the test file is not cut");
         let messages = |read: Vec<Result<merge::Prepared, Vec<Diagnostic>>>| -> Vec<String> {
             read.into_iter()
@@ -180,7 +182,7 @@ mod tests {
         assert_eq!(cut, whole);
         // A node defined twice, its definitions in two pieces: still an error.
         let twice = text.replacen("  n09000:\n", "  n00001:\n", 1);
-        let prepared = read(&label, &twice, 0, 2)
+        let prepared = read(&label, &twice, 0, 2, &parse::Budget::default())
             .into_iter()
             .map(|r| r.ok().unwrap())
             .collect();

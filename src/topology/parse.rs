@@ -19,6 +19,39 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BATCH_MAX: usize = 256;
 /// A node-key hostlist may define at most this many nodes.
 const NODE_KEY_LIMIT: usize = hostlist::DEFAULT_LIMIT;
+/// The hostlists of one load (node keys and group members, every file
+/// together) may name at most this many nodes: twenty keys of 100,000 in a
+/// few hundred bytes would otherwise take gigabytes.
+pub const TOTAL_NAMES_LIMIT: usize = 1_000_000;
+
+/// Names the hostlists of one load may still expand to; shared by the
+/// files and pieces read side by side.
+#[derive(Debug)]
+pub struct Budget(std::sync::atomic::AtomicUsize);
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget(TOTAL_NAMES_LIMIT.into())
+    }
+}
+
+impl Budget {
+    /// A budget of `names` (tests; loads use [`TOTAL_NAMES_LIMIT`]).
+    #[cfg(test)]
+    pub fn new(names: usize) -> Self {
+        Budget(names.into())
+    }
+
+    /// Take `count` names, if that many are left.
+    fn take(&self, count: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(count)
+            })
+            .is_ok()
+    }
+}
 
 /// A value together with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,22 +139,25 @@ pub struct GroupDef {
     pub members: Vec<String>,
 }
 
-#[cfg(test)]
 /// Parse one fragment. `file` labels every location.
+#[cfg(test)]
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Fragment, Vec<Diagnostic>> {
-    parse_at(file, text, 1)
+    parse_at(file, text, 1, &Budget::default())
 }
 
 /// Parse `text`, which starts at line `first_line` of `file` (a piece of a
 /// large file, cut by [`super::split`]).
+/// Every hostlist takes its names from `budget`, the load's.
 pub fn parse_at(
     file: &Arc<str>,
     text: &str,
     first_line: usize,
+    budget: &Budget,
 ) -> Result<Fragment, Vec<Diagnostic>> {
     let mut p = Parser {
         file: file.clone(),
         first_line,
+        budget,
         errors: Vec::new(),
     };
     let fragment = p.fragment(text);
@@ -132,14 +168,28 @@ pub fn parse_at(
     }
 }
 
-struct Parser {
+struct Parser<'b> {
     file: Arc<str>,
     /// The file's line number of the text's first line.
     first_line: usize,
+    budget: &'b Budget,
     errors: Vec<Diagnostic>,
 }
 
-impl Parser {
+impl Parser<'_> {
+    /// The names of hostlist `expr`, if it is valid and the load's budget
+    /// has room for them; else why not.
+    fn expand(&self, expr: &str) -> Result<Vec<String>, String> {
+        let count = hostlist::count(expr).map_err(|e| e.to_string())?;
+        if count <= NODE_KEY_LIMIT as u128 && !self.budget.take(count as usize) {
+            return Err(format!(
+                "the topology's hostlists (node keys and group members) would name more \
+                 than {TOTAL_NAMES_LIMIT} nodes"
+            ));
+        }
+        hostlist::expand(expr, NODE_KEY_LIMIT).map_err(|e| e.to_string())
+    }
+
     fn loc(&self, span: &Span) -> Location {
         Location {
             file: self.file.clone(),
@@ -272,7 +322,7 @@ impl Parser {
     }
 
     fn node(&mut self, key: &Scalar, value: &Node) -> Option<NodeDef> {
-        let names = match hostlist::expand(key.as_str(), NODE_KEY_LIMIT) {
+        let names = match self.expand(key.as_str()) {
             Ok(names) if names.is_empty() => {
                 self.error(key.span(), "static_nodes: empty node name");
                 return None;
@@ -521,7 +571,7 @@ impl Parser {
         }
         let mut members = Vec::new();
         for expr in self.strings(value, &label) {
-            match hostlist::expand(&expr.value, NODE_KEY_LIMIT) {
+            match self.expand(&expr.value) {
                 Ok(names) => members.extend(names),
                 Err(e) => self.errors.push(Diagnostic::at(
                     &expr.at,
@@ -614,6 +664,28 @@ fn kind(node: &Node) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostlists share one budget of names for the whole load: the key or
+    /// group that would pass it is an error, and nothing is expanded.
+    #[test]
+    fn hostlists_share_a_budget_of_names() {
+        let budget = Budget::new(250);
+        let text = "static_nodes:\n  n[1-100]: {platform: p}\n  m[1-100]: {platform: p}\n\
+                    groups:\n  g: x[1-60]\n";
+        let errors = parse_at(&Arc::from("t.yaml"), text, 1, &budget).unwrap_err();
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "t.yaml:5:6: group g: hostlist \"x[1-60]\": the topology's hostlists (node keys \
+                 and group members) would name more than {TOTAL_NAMES_LIMIT} nodes"
+            )]
+        );
+        // Another file of the same load finds the budget as the first left it.
+        let more = parse_at(&Arc::from("u.yaml"), "groups:\n  h: y[1-50]\n", 1, &budget);
+        assert!(more.is_ok());
+        assert!(parse_at(&Arc::from("v.yaml"), "groups:\n  h: z1\n", 1, &budget).is_err());
+    }
 
     fn parse_ok(text: &str) -> Fragment {
         parse(&Arc::from("t.yaml"), text).unwrap_or_else(|e| panic!("unexpected errors: {e:?}"))
