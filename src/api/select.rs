@@ -51,7 +51,15 @@ pub enum SelectError {
     UnknownGroups(Vec<String>),
     /// Nodes outside the token's node set (403), as a hostlist.
     NotCovered(String),
+    /// More named nodes than [`MISSING_LIMIT`] are not in the topology
+    /// (400): how many, as a hostlist.
+    TooManyMissing(usize, String),
 }
+
+/// Named nodes a request may ask for that are not in the topology. Each is
+/// answered with a result of its own: without a bound, 20 bytes of query
+/// (`?nodes=zz[1-100000]`) would cost 23 MB of answer.
+pub const MISSING_LIMIT: usize = 10_000;
 
 impl fmt::Display for SelectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,6 +72,11 @@ impl fmt::Display for SelectError {
                 g.join(", ")
             ),
             Self::NotCovered(nodes) => write!(f, "the token does not cover nodes {nodes}"),
+            Self::TooManyMissing(count, nodes) => write!(
+                f,
+                "{count} of the nodes named are not in the topology (at most {MISSING_LIMIT} \
+                 may be): {nodes}"
+            ),
         }
     }
 }
@@ -93,6 +106,20 @@ pub fn select(
     let outside: Vec<&String> = named.iter().filter(|n| !grant.covers(n)).collect();
     if !outside.is_empty() {
         return Err(SelectError::NotCovered(hostlist::compress(outside)));
+    }
+
+    if named.len() > MISSING_LIMIT {
+        let missing: Vec<&String> = named
+            .iter()
+            .filter(|n| topology.node(n).is_none())
+            .collect();
+        if missing.len() > MISSING_LIMIT {
+            let count = missing.len();
+            return Err(SelectError::TooManyMissing(
+                count,
+                hostlist::compress(missing),
+            ));
+        }
     }
 
     let mut seen: HashSet<String> = named.iter().cloned().collect();
@@ -187,6 +214,27 @@ mod tests {
             e.to_string(),
             "bad groups parameter: hostlist expands to 1000 names, more than the limit of 100"
         );
+    }
+
+    #[test]
+    fn too_many_nodes_not_in_the_topology_are_refused_in_one_line() {
+        let many = select(
+            &topology(),
+            &sel(Some("zz[1-10001]"), None),
+            &all(),
+            100_000,
+        );
+        assert_eq!(
+            many.unwrap_err().to_string(),
+            "10001 of the nodes named are not in the topology (at most 10000 may be): zz[1-10001]"
+        );
+        let at_most = select(
+            &topology(),
+            &sel(Some("zz[1-10000]"), None),
+            &all(),
+            100_000,
+        );
+        assert_eq!(at_most.unwrap().len(), 10_000, "each answered as missing");
     }
 
     #[test]
