@@ -604,6 +604,57 @@ fn healthz_and_unknown_routes() {
     refused(&s.request("POST", "/", None, &[]), 405);
 }
 
+/// A client that trickles its headers a line at a time, and one that
+/// connects and says nothing, are both cut off after the header timeout
+/// (10 s); the server answers others all along.
+#[test]
+fn slow_and_silent_connections_are_cut_off() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let s = server();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let start = Instant::now();
+    let mut trickle = TcpStream::connect(&addr).unwrap();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    for stream in [&trickle, &silent] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+    }
+    // Ok(0) or an error other than a read timeout: the server hung up.
+    let closed = |stream: &mut TcpStream| match stream.read(&mut [0u8; 64]) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    let (mut trickle_closed, mut silent_closed) = (None, None);
+    while trickle_closed.is_none() || silent_closed.is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "still open after 40 s: trickle {trickle_closed:?}, silent {silent_closed:?}"
+        );
+        if trickle_closed.is_none() {
+            if trickle.write_all(b"X-Slow: yes\r\n").is_err() || closed(&mut trickle) {
+                trickle_closed = Some(start.elapsed());
+            }
+        }
+        if silent_closed.is_none() && closed(&mut silent) {
+            silent_closed = Some(start.elapsed());
+        }
+        assert_eq!(s.request("GET", "/healthz", None, &[]).status, 200);
+    }
+    for at in [trickle_closed.unwrap(), silent_closed.unwrap()] {
+        assert!(
+            at >= Duration::from_secs(9),
+            "cut off after {at:?}, before the timeout"
+        );
+    }
+}
+
 /// SIGTERM during a long job: the server stops accepting, and once the
 /// grace period is over, kills the driver's whole process group (its
 /// grandchild too) and exits with nothing left behind.

@@ -30,6 +30,12 @@ use warp::Filter;
 /// Extra time, after the shutdown grace, for responses to reach clients.
 const DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
+/// Longest a connection may take to send a request's headers, counted from
+/// when the server waits for them (so also the longest a kept-alive
+/// connection may sit idle): a client trickling bytes, or holding sockets
+/// open without a word, cannot keep them for ever.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
@@ -154,6 +160,64 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
+/// Serve `routes` on each connection `listener` accepts, until `stop`;
+/// then close the listener and wait for the connections in flight. As
+/// warp's own loop, plus [`HEADER_TIMEOUT`].
+async fn connections<F>(
+    listener: tokio::net::TcpListener,
+    routes: F,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: back off rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Raise this process's soft limit on open files to its hard limit: each
+/// connection and each running driver's pipes hold descriptors, and the
+/// usual soft limit (1,024) is few for a server.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open files limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open files limit: {e}"),
+    }
+}
+
 /// Load the topology, listen, call `ready` with the bound address and the
 /// topology, and serve until SIGTERM or SIGINT; then stop accepting, give running drivers
 /// `settings.shutdown_grace` to finish, kill what is left, and return.
@@ -166,6 +230,8 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr, &crate::topology::Topology),
 ) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
+
+    raise_open_files_limit();
 
     let load = settings.load.clone();
     let state = tokio::task::spawn_blocking(move || State::load(load))
@@ -213,12 +279,9 @@ pub async fn serve(
     drop(loaded);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(routes(app))
-        .incoming(listener)
-        .graceful(async {
-            let _ = stopped.await;
-        })
-        .run();
+    let server = connections(listener, routes(app), async {
+        let _ = stopped.await;
+    });
     let mut server = std::pin::pin!(server);
 
     let signal_name = tokio::select! {
