@@ -637,10 +637,10 @@ fn slow_and_silent_connections_are_cut_off() {
             start.elapsed() < Duration::from_secs(40),
             "still open after 40 s: trickle {trickle_closed:?}, silent {silent_closed:?}"
         );
-        if trickle_closed.is_none() {
-            if trickle.write_all(b"X-Slow: yes\r\n").is_err() || closed(&mut trickle) {
-                trickle_closed = Some(start.elapsed());
-            }
+        if trickle_closed.is_none()
+            && (trickle.write_all(b"X-Slow: yes\r\n").is_err() || closed(&mut trickle))
+        {
+            trickle_closed = Some(start.elapsed());
         }
         if silent_closed.is_none() && closed(&mut silent) {
             silent_closed = Some(start.elapsed());
