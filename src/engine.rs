@@ -7,8 +7,9 @@
 //!
 //! Bounds, acquired always in this order so no two runs can wait on each
 //! other: the nodes' own locks in name order (never two runs on one node),
-//! the shared controller's lock (`serialize_by`), the platform's bound, the
-//! global bound. A run's timeout starts when its driver starts, not while
+//! the shared controller's lock (`serialize_by`), the request's share (no
+//! request holds more than three quarters of a bound), the platform's
+//! bound, the global bound. A run's timeout starts when its driver starts, not while
 //! queued.
 
 use crate::driver::{self, batch, interpret, persistent, spawn, Exit, Outcome};
@@ -76,6 +77,8 @@ impl Drop for Workers {
 #[derive(Debug)]
 pub struct Engine {
     global: Arc<Semaphore>,
+    /// The global bound's size.
+    concurrency: usize,
     nodes: Locks,
     controllers: Locks,
     platforms: Bounds,
@@ -152,8 +155,17 @@ impl Bounds {
 struct Held {
     _nodes: Vec<OwnedMutexGuard<()>>,
     _controller: Option<OwnedMutexGuard<()>>,
+    _share: OwnedSemaphorePermit,
     _platform: Option<OwnedSemaphorePermit>,
     _global: OwnedSemaphorePermit,
+}
+
+/// The part of a bound one request may hold: three quarters (at least one
+/// run), so the rest stays free for other requests. Slots are first come,
+/// first served; without this a 1,000-node status would make a later
+/// power-off of one node wait for nearly all of it.
+fn share_of(bound: usize) -> usize {
+    (bound * 3 / 4).max(1)
 }
 
 impl Engine {
@@ -171,6 +183,7 @@ impl Engine {
             .collect();
         Arc::new(Engine {
             global: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
             nodes: Locks::default(),
             controllers: Locks::default(),
             platforms: Bounds::default(),
@@ -218,6 +231,18 @@ impl Engine {
         nodes: Vec<String>,
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
         let (tx, rx) = mpsc::unbounded_channel();
+        // This request's share of each platform's bound (of the global
+        // bound, for a platform without one).
+        let mut shares: HashMap<Arc<str>, Arc<Semaphore>> = HashMap::new();
+        let mut share = |platform: &Platform, name: &Arc<str>| {
+            let bound = platform
+                .concurrency
+                .map_or(self.concurrency, |c| c.min(self.concurrency));
+            shares
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(share_of(bound))))
+                .clone()
+        };
         // Nodes of batch platforms (their places in the topology), by
         // platform, controller value and persistent process.
         let mut batches: BTreeMap<(Arc<str>, Option<String>, usize), Vec<usize>> = BTreeMap::new();
@@ -256,24 +281,27 @@ impl Engine {
                     .push(position);
                 continue;
             }
+            let share = share(platform, &node.platform);
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             self.spawn(async move {
                 // Counted until dropped, even if the run panics.
                 let _counted = counted;
-                let result = engine.run_one(&loaded, action, &name).await;
+                let result = engine.run_one(&loaded, action, &name, share).await;
                 let _ = tx.send(result);
             });
         }
         for ((platform, _, lane), positions) in batches {
-            let max = loaded.topology.platforms[&*platform]
-                .batch
-                .expect("a batch platform");
+            let definition = &loaded.topology.platforms[&*platform];
+            let max = definition.batch.expect("a batch platform");
             for chunk in chunks(positions, max) {
                 let counted = InFlight::count(self.clone(), chunk.len());
+                let share = share(definition, &platform);
                 let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
                 self.spawn(async move {
                     let _counted = counted;
-                    engine.run_chunk(&loaded, action, chunk, lane, &tx).await;
+                    engine
+                        .run_chunk(&loaded, action, chunk, lane, share, &tx)
+                        .await;
                 });
             }
         }
@@ -312,10 +340,11 @@ impl Engine {
         nodes: &[&Node],
         platform: &Platform,
         controller: Option<String>,
+        share: Arc<Semaphore>,
     ) -> Option<Held> {
         let mut closing = self.closing.subscribe();
         let held = tokio::select! {
-            held = self.acquire(nodes, platform, controller) => held,
+            held = self.acquire(nodes, platform, controller, share) => held,
             _ = closing.wait_for(|closing| *closing) => return None,
         };
         // Shutdown may have begun as the last bound came free.
@@ -327,6 +356,7 @@ impl Engine {
         nodes: &[&Node],
         platform: &Platform,
         controller: Option<String>,
+        share: Arc<Semaphore>,
     ) -> Held {
         let names: Vec<&Arc<str>> = nodes.iter().map(|n| &n.name).collect();
         let guards = self.nodes.lock_all(&names).await;
@@ -337,6 +367,9 @@ impl Engine {
             }
             None => None,
         };
+        // The request's own: never shared, so taken in any order it cannot
+        // make two runs wait on each other.
+        let share = share.acquire_owned().await.expect("never closed");
         let platform = self.platforms.acquire(platform).await;
         let global = self
             .global
@@ -347,17 +380,24 @@ impl Engine {
         Held {
             _nodes: guards,
             _controller: controller,
+            _share: share,
             _platform: platform,
             _global: global,
         }
     }
 
-    async fn run_one(&self, loaded: &Loaded, action: Action, name: &str) -> CommandAttributes {
+    async fn run_one(
+        &self,
+        loaded: &Loaded,
+        action: Action,
+        name: &str,
+        share: Arc<Semaphore>,
+    ) -> CommandAttributes {
         let node = loaded.topology.node(name).expect("checked by run");
         let platform = &loaded.topology.platforms[&*node.platform];
         let driver = &loaded.drivers.by_platform[&*node.platform];
         let held = self
-            .hold(&[node], platform, controller_key(platform, node))
+            .hold(&[node], platform, controller_key(platform, node), share)
             .await;
         if held.is_none() {
             return CommandAttributes::not_run(
@@ -393,6 +433,7 @@ impl Engine {
         action: Action,
         positions: Vec<usize>,
         lane: usize,
+        share: Arc<Semaphore>,
         tx: &mpsc::UnboundedSender<CommandAttributes>,
     ) {
         let all = loaded.topology.nodes();
@@ -402,7 +443,7 @@ impl Engine {
         let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
         let controller = controller_key(platform, nodes[0]);
-        let Some(_held) = self.hold(&nodes, platform, controller.clone()).await else {
+        let Some(_held) = self.hold(&nodes, platform, controller.clone(), share).await else {
             for node in nodes {
                 let _ = tx.send(CommandAttributes::not_run(
                     action,
