@@ -655,6 +655,38 @@ fn slow_and_silent_connections_are_cut_off() {
     }
 }
 
+/// An action's request body (ureq sends an empty chunked one with PATCH)
+/// is read to its end before the answer: a connection closed with it
+/// unread is reset, and a reset can cut the answer short at the client.
+#[test]
+fn an_action_reads_its_request_body_before_answering() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let s = server();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "PATCH /?nodes=n01 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        s.token(&["--role", "operator"])
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // The body has not ended: no answer yet.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let early = stream.read(&mut [0u8; 64]);
+    assert!(early.is_err(), "answered before the body ended: {early:?}");
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"node-name\":\"n01\""), "{answer}");
+}
+
 /// SIGTERM during a long job: the server stops accepting, and once the
 /// grace period is over, kills the driver's whole process group (its
 /// grandchild too) and exits with nothing left behind.

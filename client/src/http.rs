@@ -121,16 +121,20 @@ impl Api {
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
-        let request = request.body(()).map_err(|e| {
+        let unusable = |e: ureq::http::Error| {
             Failure::Config(format!(
                 "base URL {} is not usable: {e}: expected e.g. http://localhost:6302",
                 self.base_url
             ))
-        })?;
-        let mut response = self
-            .agent
-            .run(request)
-            .map_err(|e| self.transport_failure(e))?;
+        };
+        // No body, said plainly: for PATCH and PUT, ureq would otherwise
+        // send an empty chunked one, which a server may close on unread.
+        let sent = if matches!(request.method_ref(), Some(&Method::PATCH | &Method::PUT)) {
+            self.agent.run(request.body(&[][..]).map_err(unusable)?)
+        } else {
+            self.agent.run(request.body(()).map_err(unusable)?)
+        };
+        let mut response = sent.map_err(|e| self.transport_failure(e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);

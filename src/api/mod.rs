@@ -81,6 +81,7 @@ pub fn routes(
         .unify();
     let power = warp::path::end()
         .and(action)
+        .and(body_drained())
         .and(warp::query::<Vec<(String, String)>>())
         .and(authorization)
         .and(warp::header::optional::<String>("accept"))
@@ -102,6 +103,29 @@ pub fn routes(
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// Request bodies read (and dropped) at most: an action takes none.
+const BODY_DRAINED: usize = 64 * 1024;
+
+/// The request's body, read to its end (up to [`BODY_DRAINED`]) and
+/// dropped. Actions take no body, but a client may send an empty chunked
+/// one (ureq does for PATCH); a connection closed with it unread ends in a
+/// reset, which can cut the answer short at the client.
+fn body_drained() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::body::stream().then(drain).untuple_one()
+}
+
+async fn drain<B: bytes::Buf>(body: impl futures_util::Stream<Item = Result<B, warp::Error>>) {
+    use futures_util::StreamExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = 0;
+    while let Some(Ok(chunk)) = body.next().await {
+        read += chunk.remaining();
+        if read > BODY_DRAINED {
+            break;
+        }
+    }
 }
 
 /// Why the server could not start.
