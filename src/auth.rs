@@ -145,6 +145,8 @@ impl Keys {
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = true;
+        // A token not valid before a time is refused until then.
+        validation.validate_nbf = true;
         // Tokens are minted by this server's own clock.
         validation.leeway = 0;
         Keys {
@@ -179,6 +181,9 @@ impl Keys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => {
+                    AuthError::Invalid("not valid yet (its nbf claim is in the future)".into())
+                }
                 ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
                 ErrorKind::InvalidAlgorithm => {
                     AuthError::Invalid("algorithm not allowed: expected HS256".into())
@@ -302,5 +307,34 @@ mod tests {
         wide.nodes = Some("n[1-100000]".into());
         let e = k.verify(&k.mint(&wide)).unwrap_err().to_string();
         assert!(e.contains("nodes claim"), "{e}");
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        #[derive(Serialize)]
+        struct Early {
+            exp: u64,
+            nbf: u64,
+        }
+        let k = keys("s");
+        let sign = |nbf| {
+            let c = Early {
+                exp: now() + 600,
+                nbf,
+            };
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &c,
+                &EncodingKey::from_secret(b"s"),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            k.verify(&sign(now() + 300)),
+            Err(AuthError::Invalid(
+                "not valid yet (its nbf claim is in the future)".into()
+            ))
+        );
+        assert!(k.verify(&sign(now() - 1)).is_ok());
     }
 }

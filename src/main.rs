@@ -215,6 +215,8 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         config::warn_if_readable_by_others(&path);
     }
     let secret = secret::obtain(&settings.secret)?;
+    // Before the runtime starts any thread.
+    secret::scrub_from_environment();
     runtime().block_on(api::serve(
         &settings,
         &secret,
@@ -262,8 +264,19 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
         role: args.role,
         nodes: args.nodes,
     });
-    println!("{token}");
-    Ok(())
+    write_stdout(&format!("{token}\n"))
+}
+
+/// Writes `text` to stdout. A reader that went away (`| head -1`, `| true`)
+/// is not an error: what it did not read, it did not want.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to stdout: {e}").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run_demo(args: DemoArgs) -> Result<(), Failure> {
@@ -320,8 +333,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
 fn check(args: CheckArgs) -> Result<(), Failure> {
     let (options, _) = layers(args.load.options(), args.config)?;
     let settings = Settings::resolve(options)?;
-    print!("{}", power_server::check::check(&settings.load)?);
-    Ok(())
+    write_stdout(&power_server::check::check(&settings.load)?)
 }
 
 fn exit(result: Result<(), Failure>) -> ExitCode {

@@ -88,6 +88,35 @@ pub fn obtain(source: &SecretSource) -> Result<Secret, SecretError> {
     }
 }
 
+/// The variable the secret may be given in.
+pub const ENV_VAR: &str = "POWER_SERVER_JWT_SECRET";
+
+/// Take the secret out of the process's environment, once it is read:
+/// unset it, and wipe its value where the process's first environment
+/// holds it, which is what `/proc/PID/environ` shows to any process of the
+/// same user (a driver, say). Call it before any thread starts: the
+/// environment is not safe to change while another thread reads it.
+pub fn scrub_from_environment() {
+    extern "C" {
+        static mut environ: *mut *mut std::ffi::c_char;
+    }
+    let prefix = format!("{ENV_VAR}=");
+    // SAFETY: single-threaded (see above); `environ` is a NULL-terminated
+    // array of NUL-terminated strings, and each value is overwritten
+    // within its own length only.
+    unsafe {
+        let mut entry = environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if let Some(value) = bytes.strip_prefix(prefix.as_bytes()) {
+                std::ptr::write_bytes((*entry).add(prefix.len()), b'x', value.len());
+            }
+            entry = entry.add(1);
+        }
+        std::env::remove_var(ENV_VAR);
+    }
+}
+
 /// A fresh random secret, hex-encoded (also used by `demo`).
 pub fn generate() -> String {
     let mut bytes = [0u8; GENERATED_BYTES];

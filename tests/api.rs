@@ -687,6 +687,24 @@ fn an_action_reads_its_request_body_before_answering() {
     assert!(answer.contains("\"node-name\":\"n01\""), "{answer}");
 }
 
+/// The JWT secret given in the environment is gone from it once read:
+/// neither the server's environment (`/proc/PID/environ`, readable by any
+/// process of its user, drivers included) nor a driver's holds it.
+#[test]
+fn the_secret_leaves_the_environment() {
+    let s = server();
+    assert!(!s.secret.is_empty());
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains(&s.secret),
+        "the secret is in /proc/PID/environ"
+    );
+    // Still in force: tokens signed with it work.
+    let reply = s.get("/nodes", &s.token(&[]));
+    assert_eq!(reply.status, 200);
+}
+
 /// SIGTERM during a long job: the server stops accepting, and once the
 /// grace period is over, kills the driver's whole process group (its
 /// grandchild too) and exits with nothing left behind.

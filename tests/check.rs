@@ -243,3 +243,37 @@ fn check_reads_the_settings_serve_reads() {
         "the environment beats the file: {stderr}"
     );
 }
+
+/// `check` and `token` whose reader has gone (`| head -1`, `| true`) end
+/// quietly with success, not with a panic on the closed pipe.
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let (_tmp, dir) = shipped_copy();
+    let drivers = checkout().join("drivers");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let mut check = Command::new(env!("CARGO_BIN_EXE_power-server"));
+    check
+        .args(["check", "--topology-dir"])
+        .arg(&dir)
+        .arg("--drivers-dir")
+        .arg(&drivers);
+    let mut token = Command::new(env!("CARGO_BIN_EXE_power-server"));
+    token.arg("token").env(
+        "POWER_SERVER_JWT_SECRET",
+        "0123456789abcdef0123456789abcdef",
+    );
+    for command in [&mut check, &mut token] {
+        let out = command.stdout(closed()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stderr), "", "{command:?}");
+    }
+}

@@ -51,8 +51,12 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
             continue;
         };
         let label: Arc<str> = path.display().to_string().into();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let text = match std::fs::read(path).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => {
+                errors.push(not_utf8(&label, e.as_bytes(), e.utf8_error()));
+                continue;
+            }
             Err(e) => {
                 errors.push(Diagnostic::general(format!("{label}: cannot read: {e}")));
                 continue;
@@ -78,6 +82,20 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
         warnings,
         files,
     })
+}
+
+/// A file that is not UTF-8, with where its first bad byte stands.
+fn not_utf8(label: &Arc<str>, bytes: &[u8], e: std::str::Utf8Error) -> Diagnostic {
+    let good = &bytes[..e.valid_up_to()];
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    let at = Location {
+        file: label.clone(),
+        line,
+        column,
+    };
+    Diagnostic::at(&at, "not UTF-8 text (a topology file must be UTF-8)")
 }
 
 /// One file's text parsed and its nodes built, in file order: a large file
@@ -190,6 +208,26 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "big.yaml:27005:3: node n00001 is defined twice: first at big.yaml:8:3, again here"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_with_its_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t.d");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("a.yaml"),
+            b"static_nodes:\n  n\xc3\xa91: {platform: p}\n  n\xff2: {}\n",
+        )
+        .unwrap();
+        let errors = load(std::slice::from_ref(&dir)).unwrap_err();
+        let file = dir.join("a.yaml").display().to_string();
+        assert_eq!(
+            errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [format!(
+                "{file}:3:4: not UTF-8 text (a topology file must be UTF-8)"
+            )]
         );
     }
 
