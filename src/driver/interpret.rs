@@ -140,12 +140,48 @@ pub fn last_line(bytes: &[u8]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `text` with every secret replaced by `***`.
+/// Secrets shorter than this are masked only where they stand alone (not
+/// inside a word): masking every `a` of a message would hide the message
+/// and spell out a one-letter password anyway.
+const SHORT_SECRET: usize = 4;
+
+/// `text` with every secret replaced by `***`: each line of a secret of
+/// several lines too (a driver may print it across lines), the longest
+/// first, so one secret inside another leaves nothing of the longer one.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets
+    let mut parts: Vec<&str> = secrets
         .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+        .flat_map(|s| std::iter::once(s.as_str()).chain(s.lines()))
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    parts.sort_unstable_by_key(|s| std::cmp::Reverse(s.chars().count()));
+    parts.dedup();
+    parts.into_iter().fold(text.to_string(), |text, secret| {
+        if secret.chars().count() >= SHORT_SECRET {
+            text.replace(secret, "***")
+        } else {
+            replace_alone(&text, secret)
+        }
+    })
+}
+
+/// `text` with each occurrence of `secret` not inside a word (no letter or
+/// digit either side) replaced by `***`.
+fn replace_alone(text: &str, secret: &str) -> String {
+    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in text.match_indices(secret) {
+        let end = at + secret.len();
+        if at < last || word(text[..at].chars().next_back()) || word(text[end..].chars().next()) {
+            continue;
+        }
+        out.push_str(&text[last..at]);
+        out.push_str("***");
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// `text` cut to `max` characters, with `...` when cut.
@@ -256,6 +292,24 @@ mod tests {
         assert_eq!(
             f.error.as_deref(),
             Some("cannot run driver: Permission denied")
+        );
+    }
+
+    #[test]
+    fn multi_line_and_one_letter_secrets_are_masked_as_such() {
+        let secrets = [
+            "top\nsecret".to_string(),
+            "x".to_string(),
+            "topsecret".to_string(),
+        ];
+        assert_eq!(
+            redact("login failed for secret", &secrets),
+            "login failed for ***"
+        );
+        assert_eq!(redact("wrong: topsecret", &secrets), "wrong: ***");
+        assert_eq!(
+            redact("exit 1: password x refused (x)", &secrets),
+            "exit 1: password *** refused (***)"
         );
     }
 
