@@ -13,6 +13,8 @@ use std::process::ExitCode;
 /// Platform-agnostic cluster power manager: topology, drivers, power API.
 #[derive(Debug, Parser)]
 #[command(name = "power-server", version, about)]
+// A flag given twice: the last wins, so a wrapper may append to a command.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -550,7 +550,8 @@ fn ndjson_refusals_are_json() {
 }
 
 /// One audit line per power request, refused ones included: time, subject,
-/// action, nodes compressed, counts; never a token or the secret.
+/// action, nodes compressed, counts; an action has one more, before it
+/// runs; never a token or the secret.
 #[test]
 fn audit_log_has_one_line_per_request_and_no_secret() {
     let s = server();
@@ -564,7 +565,7 @@ fn audit_log_has_one_line_per_request_and_no_secret() {
         .iter()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     let without_time = |v: &Value| {
         let mut v = v.clone();
         let time = v.as_object_mut().unwrap().remove("time").unwrap();
@@ -579,10 +580,15 @@ fn audit_log_has_one_line_per_request_and_no_secret() {
     assert_eq!(
         without_time(&lines[1]),
         json!({"subject": "alice", "action": "power_on", "nodes": "broken,n01",
-               "succeeded": 1, "failed": 1, "missing": 0})
+               "event": "started"})
     );
     assert_eq!(
         without_time(&lines[2]),
+        json!({"subject": "alice", "action": "power_on", "nodes": "broken,n01",
+               "succeeded": 1, "failed": 1, "missing": 0})
+    );
+    assert_eq!(
+        without_time(&lines[3]),
         json!({"subject": null, "action": "power_on", "nodes": "",
                "succeeded": 0, "failed": 0, "missing": 0,
                "refused": "no token: expected an Authorization: Bearer header",
@@ -591,6 +597,26 @@ fn audit_log_has_one_line_per_request_and_no_secret() {
     let text = s.audit_lines().join("\n");
     assert!(!text.contains(&s.secret) && !text.contains(&t));
     assert!(!s.log().contains(&s.secret) && !s.log().contains(&t));
+}
+
+/// An action whose audit line cannot be written is refused, and runs
+/// nothing; a status still answers.
+#[test]
+fn an_action_is_refused_when_the_audit_log_cannot_be_written() {
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .arg("--audit-log")
+        .arg("/dev/full")
+        .start();
+    let t = s.token(&["--role", "operator"]);
+    let before = s.sim_states();
+    let reply = s.request("PATCH", "/?nodes=n01", Some(&t), &[]);
+    assert_eq!(
+        refused(&reply, 503),
+        "the audit log cannot be written (No space left on device (os error 28)): nothing was run"
+    );
+    assert_eq!(s.sim_states(), before, "a driver ran");
+    assert_eq!(data(&s.get("/?nodes=n01", &t)).len(), 1);
 }
 
 /// Health needs no token; unknown routes and methods get JSON errors.

@@ -1,8 +1,10 @@
-//! The audit log: one JSON line per power request, appended to a file.
+//! The audit log: JSON lines about power requests, appended to a file.
 //!
 //! A line says when, who (the token's subject), what action, which nodes
 //! (as a compressed hostlist), and how it went: counts of successes and
-//! failures, or why the request was refused. It never holds a token or the
+//! failures, or why the request was refused. An action (not a status) is
+//! recorded twice: [`Started`] before anything runs, so a server that dies
+//! mid-job leaves a trace, and then its outcome. It never holds a token or the
 //! secret. The file is created 0600 and opened once, in append mode, so
 //! each line lands whole at the end even with other writers.
 
@@ -86,6 +88,34 @@ impl Record {
     }
 }
 
+/// The line written before an action runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Started {
+    /// When the request arrived.
+    pub time: String,
+    /// The token's `sub` claim.
+    pub subject: Option<String>,
+    /// The action.
+    pub action: Action,
+    /// The nodes it will run on, compressed.
+    pub nodes: String,
+    /// Always `started`.
+    pub event: &'static str,
+}
+
+impl Record {
+    /// The line announcing this record's action before it runs.
+    pub fn started(&self) -> Started {
+        Started {
+            time: self.time.clone(),
+            subject: self.subject.clone(),
+            action: self.action,
+            nodes: self.nodes.clone(),
+            event: "started",
+        }
+    }
+}
+
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -104,15 +134,15 @@ impl Audit {
         })
     }
 
-    /// Append one record. A failure to write is logged, not fatal: the
-    /// power action has already happened.
-    pub fn write(&self, record: &Record) {
+    /// Append one line. A failure is logged, and returned: an action whose
+    /// first line cannot be written is not run.
+    pub fn write(&self, record: &impl Serialize) -> std::io::Result<()> {
         let mut line = serde_json::to_string(record).expect("a record serialises");
         line.push('\n');
         let mut file = self.file.lock().expect("audit lock poisoned");
-        if let Err(e) = file.write_all(line.as_bytes()) {
+        file.write_all(line.as_bytes()).inspect_err(|e| {
             tracing::error!("cannot write audit log {}: {e}", self.path.display());
-        }
+        })
     }
 }
 
@@ -132,13 +162,15 @@ mod tests {
             &["n2".into(), "n1".into(), "n3".into()],
         );
         r.succeeded = 3;
-        audit.write(&r);
-        audit.write(&Record::refused(
-            None,
-            Action::PowerOff,
-            "no token".into(),
-            "nodes=n1",
-        ));
+        audit.write(&r).unwrap();
+        audit
+            .write(&Record::refused(
+                None,
+                Action::PowerOff,
+                "no token".into(),
+                "nodes=n1",
+            ))
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

@@ -20,6 +20,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 500: something the server should have handled.
     Internal(String),
+    /// 503: the server cannot do this now (its audit log cannot be written).
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -31,13 +33,16 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// What was wrong, for a person.
     pub fn detail(&self) -> String {
         match self {
-            Self::BadRequest(d) | Self::Forbidden(d) | Self::Internal(d) => d.clone(),
+            Self::BadRequest(d) | Self::Forbidden(d) | Self::Internal(d) | Self::Unavailable(d) => {
+                d.clone()
+            }
             Self::NotFound => "no such route: expected /, /nodes, /groups or /healthz".into(),
             Self::MethodNotAllowed => {
                 "method not allowed: / takes GET, PATCH, PUT and DELETE; /nodes and /groups take GET"

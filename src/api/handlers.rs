@@ -125,13 +125,24 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join("&");
-                audit.write(&Record::refused(subject, action, error.detail(), &query));
+                let _ = audit.write(&Record::refused(subject, action, error.detail(), &query));
             }
             tracing::info!(%action, status = error.status().as_u16(), "refused: {}", error.detail());
             return error.into_response();
         }
     };
-    let results = start(&app, loaded, grant.subject, action, nodes.clone());
+    let record = Record::ran(grant.subject, action, &nodes);
+    // An action is on record before it runs, or it does not run.
+    if let (Some(audit), true) = (&app.audit, action != Action::Status) {
+        if let Err(e) = audit.write(&record.started()) {
+            let error = ApiError::Unavailable(format!(
+                "the audit log cannot be written ({e}): nothing was run"
+            ));
+            tracing::warn!(%action, "refused: {}", error.detail());
+            return error.into_response();
+        }
+    }
+    let results = start(&app, loaded, record, nodes.clone());
     let streaming = request
         .accept
         .as_deref()
@@ -205,12 +216,10 @@ fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
 fn start(
     app: &Arc<App>,
     loaded: Arc<Loaded>,
-    subject: Option<String>,
-    action: Action,
+    mut record: Record,
     nodes: Vec<String>,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
-    let mut record = Record::ran(subject, action, &nodes);
-    let mut from_engine = app.engine.run(loaded, action, nodes);
+    let mut from_engine = app.engine.run(loaded, record.action, nodes);
     let (tx, rx) = mpsc::unbounded_channel();
     let app = app.clone();
     app.engine.clone().spawn(async move {
@@ -224,7 +233,7 @@ fn start(
             let _ = tx.send(result);
         }
         if let Some(audit) = &app.audit {
-            audit.write(&record);
+            let _ = audit.write(&record);
         }
         tracing::info!(
             subject = record.subject.as_deref().unwrap_or(""),
