@@ -211,6 +211,17 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text, YAML or not: a fragment or errors, never a panic.
+        #[test]
+        fn any_text_reads_or_is_refused(
+            text in "([a-z0-9_]{1,6}|: |:|\n|  |- |\\[|\\]|\\{|\\}|, |#|'|\"|&a|\\*a|!t|\\||>|---\n|static_nodes:\n|platforms:\n|groups:\n|platform: |n\\[1-3\\])*"
+        ) {
+            let label: Arc<str> = "p.yaml".into();
+            let _ = read(&label, &text, 0, 1, &parse::Budget::default());
+        }
+    }
+
     #[test]
     fn a_file_that_is_not_utf8_is_refused_with_its_line() {
         let tmp = tempfile::tempdir().unwrap();
