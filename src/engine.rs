@@ -29,6 +29,18 @@ pub const DEFAULT_CONCURRENCY: usize = 50;
 /// Why a node was not run: shutdown began before its driver could start.
 const NOT_RUN: &str = "not run: the server is shutting down";
 
+/// Why a node of a status was not run: its client went away first.
+const ABANDONED: &str = "not run: the client went away";
+
+/// A run's place in its request: the request's share of the bound, and
+/// (for a status) whether its client has gone, which cancels the runs
+/// still waiting. A power action always runs to its end.
+#[derive(Clone)]
+struct Turn {
+    share: Arc<Semaphore>,
+    abandoned: Option<watch::Receiver<bool>>,
+}
+
 /// Ignored answer lines logged per batch run; the rest are only counted.
 const IGNORED_LOGGED: usize = 10;
 
@@ -230,6 +242,20 @@ impl Engine {
         action: Action,
         nodes: Vec<String>,
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
+        self.run_until(loaded, action, nodes, None)
+    }
+
+    /// [`Engine::run`], where a status's runs still waiting for a slot when
+    /// `abandoned` turns true are not run (its client has gone). Ignored
+    /// for power actions, which always run to their end.
+    pub fn run_until(
+        self: &Arc<Self>,
+        loaded: Arc<Loaded>,
+        action: Action,
+        nodes: Vec<String>,
+        abandoned: Option<watch::Receiver<bool>>,
+    ) -> mpsc::UnboundedReceiver<CommandAttributes> {
+        let abandoned = abandoned.filter(|_| action == Action::Status);
         let (tx, rx) = mpsc::unbounded_channel();
         // This request's share of each platform's bound (of the global
         // bound, for a platform without one).
@@ -238,10 +264,14 @@ impl Engine {
             let bound = platform
                 .concurrency
                 .map_or(self.concurrency, |c| c.min(self.concurrency));
-            shares
+            let share = shares
                 .entry(name.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(share_of(bound))))
-                .clone()
+                .clone();
+            Turn {
+                share,
+                abandoned: abandoned.clone(),
+            }
         };
         // Nodes of batch platforms (their places in the topology), by
         // platform, controller value and persistent process.
@@ -281,12 +311,12 @@ impl Engine {
                     .push(position);
                 continue;
             }
-            let share = share(platform, &node.platform);
+            let turn = share(platform, &node.platform);
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             self.spawn(async move {
                 // Counted until dropped, even if the run panics.
                 let _counted = counted;
-                let result = engine.run_one(&loaded, action, &name, share).await;
+                let result = engine.run_one(&loaded, action, &name, turn).await;
                 let _ = tx.send(result);
             });
         }
@@ -295,12 +325,12 @@ impl Engine {
             let max = definition.batch.expect("a batch platform");
             for chunk in chunks(positions, max) {
                 let counted = InFlight::count(self.clone(), chunk.len());
-                let share = share(definition, &platform);
+                let turn = share(definition, &platform);
                 let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
                 self.spawn(async move {
                     let _counted = counted;
                     engine
-                        .run_chunk(&loaded, action, chunk, lane, share, &tx)
+                        .run_chunk(&loaded, action, chunk, lane, turn, &tx)
                         .await;
                 });
             }
@@ -333,22 +363,35 @@ impl Engine {
     }
 
     /// Wait for every bound a run on `nodes` (sorted by name, all of
-    /// `platform`, sharing `controller`) needs; `None` once shutdown has
-    /// begun, so a run still queued then never starts.
+    /// `platform`, sharing `controller`) needs; or, once shutdown has begun
+    /// or the status's client has gone, why the run must not start.
     async fn hold(
         &self,
         nodes: &[&Node],
         platform: &Platform,
         controller: Option<String>,
-        share: Arc<Semaphore>,
-    ) -> Option<Held> {
+        turn: Turn,
+    ) -> Result<Held, &'static str> {
         let mut closing = self.closing.subscribe();
+        let abandoned = async {
+            let gone = match turn.abandoned {
+                Some(mut gone) => gone.wait_for(|gone| *gone).await.is_ok(),
+                None => false,
+            };
+            if !gone {
+                std::future::pending::<()>().await;
+            }
+        };
         let held = tokio::select! {
-            held = self.acquire(nodes, platform, controller, share) => held,
-            _ = closing.wait_for(|closing| *closing) => return None,
+            held = self.acquire(nodes, platform, controller, turn.share) => held,
+            _ = closing.wait_for(|closing| *closing) => return Err(NOT_RUN),
+            () = abandoned => return Err(ABANDONED),
         };
         // Shutdown may have begun as the last bound came free.
-        (!self.closed.load(Ordering::SeqCst)).then_some(held)
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(NOT_RUN);
+        }
+        Ok(held)
     }
 
     async fn acquire(
@@ -391,22 +434,21 @@ impl Engine {
         loaded: &Loaded,
         action: Action,
         name: &str,
-        share: Arc<Semaphore>,
+        turn: Turn,
     ) -> CommandAttributes {
         let node = loaded.topology.node(name).expect("checked by run");
         let platform = &loaded.topology.platforms[&*node.platform];
         let driver = &loaded.drivers.by_platform[&*node.platform];
         let held = self
-            .hold(&[node], platform, controller_key(platform, node), share)
+            .hold(&[node], platform, controller_key(platform, node), turn)
             .await;
-        if held.is_none() {
-            return CommandAttributes::not_run(
-                action,
-                name,
-                Some(platform.name.clone()),
-                NOT_RUN.to_string(),
-            );
-        }
+        let _held = match held {
+            Ok(held) => held,
+            Err(why) => {
+                let platform = Some(platform.name.clone());
+                return CommandAttributes::not_run(action, name, platform, why.to_string());
+            }
+        };
 
         let invocation = driver::plan(&self.inherited, driver.path.clone(), platform, node, action);
         let secrets = driver::plan::secrets(node);
@@ -433,7 +475,7 @@ impl Engine {
         action: Action,
         positions: Vec<usize>,
         lane: usize,
-        share: Arc<Semaphore>,
+        turn: Turn,
         tx: &mpsc::UnboundedSender<CommandAttributes>,
     ) {
         let all = loaded.topology.nodes();
@@ -443,16 +485,19 @@ impl Engine {
         let platform = &loaded.topology.platforms[&*nodes[0].platform];
         let driver = &loaded.drivers.by_platform[&platform.name];
         let controller = controller_key(platform, nodes[0]);
-        let Some(_held) = self.hold(&nodes, platform, controller.clone(), share).await else {
-            for node in nodes {
-                let _ = tx.send(CommandAttributes::not_run(
-                    action,
-                    &node.name,
-                    Some(platform.name.clone()),
-                    NOT_RUN.to_string(),
-                ));
+        let _held = match self.hold(&nodes, platform, controller.clone(), turn).await {
+            Ok(held) => held,
+            Err(why) => {
+                for node in nodes {
+                    let _ = tx.send(CommandAttributes::not_run(
+                        action,
+                        &node.name,
+                        Some(platform.name.clone()),
+                        why.to_string(),
+                    ));
+                }
+                return;
             }
-            return;
         };
         let names = nodes.iter().map(|n| n.name.clone()).collect();
 

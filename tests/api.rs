@@ -731,6 +731,50 @@ fn the_secret_leaves_the_environment() {
     assert_eq!(reply.status, 200);
 }
 
+/// A status whose client goes away mid-answer does not run the nodes not
+/// yet started: they are recorded as not run, and the slots are free.
+#[test]
+fn an_abandoned_status_stops_starting_runs() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    let s = Server::builder()
+        .file(
+            "nodes.yaml",
+            "platforms:\n  sim:\n    driver: sim\n    variables: [sim_delay]\n\
+             static_nodes:\n  d[1-8]:\n    platform: sim\n    sim_delay: '1'\n",
+        )
+        .arg("--concurrency")
+        .arg("2")
+        .start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    let request = format!(
+        "GET /?nodes=d[1-8] HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Accept: application/x-ndjson\r\n\r\n",
+        s.token(&[])
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    // Read until the first node's result, then go away.
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !line.contains("\"node-name\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the answer ended");
+    }
+    drop(reader);
+    let finished: Value = poll("the status's audit line", Duration::from_secs(30), || {
+        s.audit_lines()
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["action"] == "status")
+    });
+    let failed = finished["failed"].as_u64().unwrap();
+    assert!(
+        failed >= 3,
+        "{failed} of 8 not run after the client went away: {finished}"
+    );
+}
+
 /// SIGTERM during a long job: the server stops accepting, and once the
 /// grace period is over, kills the driver's whole process group (its
 /// grandchild too) and exits with nothing left behind.

@@ -211,19 +211,35 @@ fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
 }
 
 /// Run the action and pass results on as they come; when the last is in,
-/// write the audit line, then end the stream. The runs and the audit line
-/// complete even if the client goes away.
+/// write the audit line, then end the stream. An action's runs and the
+/// audit line complete even if the client goes away; a status's runs not
+/// yet started are then not run.
 fn start(
     app: &Arc<App>,
     loaded: Arc<Loaded>,
     mut record: Record,
     nodes: Vec<String>,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
-    let mut from_engine = app.engine.run(loaded, record.action, nodes);
+    // Set when the client has gone: a status's runs not yet started are
+    // then not run (an action's always are).
+    let (gone, abandoned) = tokio::sync::watch::channel(false);
+    let mut from_engine = app
+        .engine
+        .run_until(loaded, record.action, nodes, Some(abandoned));
     let (tx, rx) = mpsc::unbounded_channel();
     let app = app.clone();
     app.engine.clone().spawn(async move {
-        while let Some(result) = from_engine.recv().await {
+        loop {
+            let result = tokio::select! {
+                result = from_engine.recv() => match result {
+                    Some(result) => result,
+                    None => break,
+                },
+                () = tx.closed(), if !*gone.borrow() => {
+                    gone.send_replace(true);
+                    continue;
+                }
+            };
             if result.success {
                 record.succeeded += 1;
             } else {
