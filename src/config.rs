@@ -30,6 +30,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/power-server/config.yaml";
 pub const SYSTEM_SECRET_FILE: &str = "/etc/power-server/jwt-secret";
 /// How long running drivers may go on after SIGTERM before they are killed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Connections served at once, unless set: more wait, unaccepted, until
+/// one ends (silent ones are cut after the header timeout).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// One layer of settings. Every field is optional: absent means "ask the
 /// next layer". The config file's keys are these field names.
@@ -67,6 +70,9 @@ pub struct Options {
     /// Most names one hostlist may expand to (`POWER_SERVER_HOSTLIST_LIMIT`;
     /// default 100000).
     pub hostlist_limit: Option<usize>,
+    /// Most connections served at once (`POWER_SERVER_MAX_CONNECTIONS`;
+    /// default 4096).
+    pub max_connections: Option<usize>,
 }
 
 /// Why settings could not be worked out. Never carries a secret.
@@ -130,6 +136,7 @@ impl Options {
             log_level: self.log_level.or(lower.log_level),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
+            max_connections: self.max_connections.or(lower.max_connections),
         }
     }
 
@@ -160,6 +167,7 @@ impl Options {
             log_level: get("POWER_SERVER_LOG_LEVEL"),
             shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
             hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
+            max_connections: number("POWER_SERVER_MAX_CONNECTIONS")?,
         })
     }
 
@@ -241,6 +249,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Most names one hostlist may expand to.
     pub hostlist_limit: usize,
+    /// Most connections served at once.
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -261,6 +271,10 @@ impl Settings {
         if hostlist_limit == 0 {
             return Err(invalid("hostlist_limit", "0", "at least 1"));
         }
+        let max_connections = options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "0", "at least 1"));
+        }
         Ok(Settings {
             bind,
             load: load_settings(
@@ -274,6 +288,7 @@ impl Settings {
             log_level: options.log_level.unwrap_or_else(|| "info".into()),
             shutdown_grace,
             hostlist_limit,
+            max_connections,
         })
     }
 }

@@ -98,6 +98,10 @@ struct ServeArgs {
     /// POWER_SERVER_HOSTLIST_LIMIT] [default: 100000]
     #[arg(long, value_name = "N")]
     hostlist_limit: Option<usize>,
+    /// Most connections served at once; more wait until one ends [env:
+    /// POWER_SERVER_MAX_CONNECTIONS] [default: 4096]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -207,6 +211,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         log_level: args.log_level,
         shutdown_grace: args.shutdown_grace,
         hostlist_limit: args.hostlist_limit,
+        max_connections: args.max_connections,
         secret_file: args.secret.secret_file,
         ..args.load.options()
     };

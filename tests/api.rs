@@ -775,6 +775,38 @@ fn an_abandoned_status_stops_starting_runs() {
     );
 }
 
+/// At `--max-connections`, a further connection waits unaccepted until one
+/// of those being served ends, then is answered.
+#[test]
+fn connections_past_the_limit_wait_their_turn() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .arg("--max-connections")
+        .arg("2")
+        .start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let first = TcpStream::connect(&addr).unwrap();
+    let _second = TcpStream::connect(&addr).unwrap();
+    let mut third = TcpStream::connect(&addr).unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let early = third.read(&mut [0u8; 64]);
+    assert!(early.is_err(), "served past the limit: {early:?}");
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    third.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// SIGTERM during a long job: the server stops accepting, and once the
 /// grace period is over, kills the driver's whole process group (its
 /// grandchild too) and exits with nothing left behind.

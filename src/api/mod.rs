@@ -189,6 +189,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// warp's own loop, plus [`HEADER_TIMEOUT`].
 async fn connections<F>(
     listener: tokio::net::TcpListener,
+    limit: usize,
     routes: F,
     stop: impl std::future::Future<Output = ()>,
 ) where
@@ -196,8 +197,14 @@ async fn connections<F>(
     F::Extract: warp::Reply,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut stop = std::pin::pin!(stop);
     loop {
+        // At the limit, the next connection waits in the listen queue.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            () = &mut stop => break,
+        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -217,6 +224,7 @@ async fn connections<F>(
         let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended: {e}");
             }
@@ -224,6 +232,24 @@ async fn connections<F>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// `wanted` connections at most, and fewer when the open files limit
+/// cannot hold them beside the drivers' pipes (256 descriptors kept back).
+fn connection_limit(wanted: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return wanted;
+    };
+    let room = usize::try_from(soft.saturating_sub(256))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if room < wanted {
+        tracing::warn!(
+            "serving at most {room} connections at once, not {wanted}: the open files limit is {soft}"
+        );
+    }
+    wanted.min(room)
 }
 
 /// Raise this process's soft limit on open files to its hard limit: each
@@ -303,7 +329,8 @@ pub async fn serve(
     drop(loaded);
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = connections(listener, routes(app), async {
+    let limit = connection_limit(settings.max_connections);
+    let server = connections(listener, limit, routes(app), async {
         let _ = stopped.await;
     });
     let mut server = std::pin::pin!(server);
