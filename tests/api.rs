@@ -681,6 +681,22 @@ fn slow_and_silent_connections_are_cut_off() {
     }
 }
 
+/// Nothing comes from `stream` for `wait`: no answer (yet).
+fn silent_for(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.read(&mut [0u8; 64]).is_err()
+}
+
+/// The whole answer on `stream`, up to its close.
+fn answer_of(stream: &mut std::net::TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// An action's request body (ureq sends an empty chunked one with PATCH)
 /// is read to its end before the answer: a connection closed with it
 /// unread is reset, and a reset can cut the answer short at the client.
@@ -698,17 +714,12 @@ fn an_action_reads_its_request_body_before_answering() {
     );
     stream.write_all(head.as_bytes()).unwrap();
     // The body has not ended: no answer yet.
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let early = stream.read(&mut [0u8; 64]);
-    assert!(early.is_err(), "answered before the body ended: {early:?}");
+    assert!(
+        silent_for(&mut stream, Duration::from_millis(500)),
+        "answered before the body ended"
+    );
     stream.write_all(b"0\r\n\r\n").unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = answer_of(&mut stream);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"node-name\":\"n01\""), "{answer}");
 }
@@ -793,17 +804,12 @@ fn connections_past_the_limit_wait_their_turn() {
     third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
-    let early = third.read(&mut [0u8; 64]);
-    assert!(early.is_err(), "served past the limit: {early:?}");
+    assert!(
+        silent_for(&mut third, Duration::from_millis(700)),
+        "served past the limit"
+    );
     drop(first);
-    third
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut answer = String::new();
-    third.read_to_string(&mut answer).unwrap();
+    let answer = answer_of(&mut third);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 

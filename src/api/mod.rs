@@ -81,7 +81,6 @@ pub fn routes(
         .unify();
     let power = warp::path::end()
         .and(action)
-        .and(body_drained())
         .and(warp::query::<Vec<(String, String)>>())
         .and(authorization)
         .and(warp::header::optional::<String>("accept"))
@@ -94,22 +93,23 @@ pub fn routes(
         .and(with_app)
         .then(|request, app| handlers::power(app, request));
 
-    healthz
+    // Every request's body is read first: one left unread makes the
+    // connection's close a reset, which can cut the answer short.
+    let any = healthz
         .or(nodes)
         .unify()
         .or(groups)
         .unify()
         .or(power)
-        .unify()
-        .recover(error::recover)
-        .unify()
+        .unify();
+    body_drained().and(any).recover(error::recover).unify()
 }
 
-/// Request bodies read (and dropped) at most: an action takes none.
+/// Request bodies read (and dropped) at most: no route takes one.
 const BODY_DRAINED: usize = 64 * 1024;
 
 /// The request's body, read to its end (up to [`BODY_DRAINED`]) and
-/// dropped. Actions take no body, but a client may send an empty chunked
+/// dropped. No route takes a body, but a client may send an empty chunked
 /// one (ureq does for PATCH); a connection closed with it unread ends in a
 /// reset, which can cut the answer short at the client.
 fn body_drained() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {

@@ -180,7 +180,13 @@ impl Parser<'_> {
     /// The names of hostlist `expr`, if it is valid and the load's budget
     /// has room for them; else why not.
     fn expand(&self, expr: &str) -> Result<Vec<String>, String> {
-        let count = hostlist::count(expr).map_err(|e| e.to_string())?;
+        // A plain name (most node keys) is one name: no need to parse it
+        // twice, to count and then to expand.
+        let count = if expr.contains(['[', ',']) {
+            hostlist::count(expr).map_err(|e| e.to_string())?
+        } else {
+            1
+        };
         if count <= NODE_KEY_LIMIT as u128 && !self.budget.take(count as usize) {
             return Err(format!(
                 "the topology's hostlists (node keys and group members) would name more \
