@@ -257,6 +257,12 @@ impl Engine {
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
         let abandoned = abandoned.filter(|_| action == Action::Status);
         let (tx, rx) = mpsc::unbounded_channel();
+        // The dispatch is counted until every run it starts is counted on
+        // its own: `shutdown` sets `closed` before it waits for the count
+        // to reach zero, so either it waits for this dispatch (whose runs
+        // then see `closing` and never start) or the dispatch sees `closed`.
+        let dispatching = InFlight::count(self.clone(), 1);
+        let closed = self.closed.load(Ordering::SeqCst);
         // This request's share of each platform's bound (of the global
         // bound, for a platform without one).
         let mut shares: HashMap<Arc<str>, Arc<Semaphore>> = HashMap::new();
@@ -276,17 +282,16 @@ impl Engine {
         // Nodes of batch platforms (their places in the topology), by
         // platform, controller value and persistent process.
         let mut batches: BTreeMap<(Arc<str>, Option<String>, usize), Vec<usize>> = BTreeMap::new();
+        // The platform of the node before, with its lanes: a request's
+        // nodes mostly share one.
+        let mut last: Option<(&Arc<str>, &Platform, usize)> = None;
         for name in nodes {
             let Some(position) = loaded.topology.position(&name) else {
                 let _ = tx.send(CommandAttributes::missing(action, &name));
                 continue;
             };
             let node = &loaded.topology.nodes()[position];
-            // Count the run before looking at `closed`: `shutdown` sets
-            // `closed` before counting, so one of the two always sees the other.
-            let counted = InFlight::count(self.clone(), 1);
-            if self.closed.load(Ordering::SeqCst) {
-                drop(counted);
+            if closed {
                 let error = NOT_RUN.to_string();
                 let _ = tx.send(CommandAttributes::not_run(
                     action,
@@ -296,12 +301,21 @@ impl Engine {
                 ));
                 continue;
             }
-            let platform = &loaded.topology.platforms[&*node.platform];
+            let (platform, lanes) = match last {
+                Some((name, platform, lanes)) if Arc::ptr_eq(name, &node.platform) => {
+                    (platform, lanes)
+                }
+                _ => {
+                    let platform = &loaded.topology.platforms[&*node.platform];
+                    let lanes = self.lanes(platform);
+                    last = Some((&node.platform, platform, lanes));
+                    (platform, lanes)
+                }
+            };
             if platform.batch.is_some() {
-                // Counted again per chunk below.
-                drop(counted);
+                // Counted per chunk below.
                 let controller = controller_key(platform, node);
-                let lane = match self.lanes(platform) {
+                let lane = match lanes {
                     1 => 0,
                     lanes => persistent::lane(&node.name, lanes),
                 };
@@ -311,6 +325,7 @@ impl Engine {
                     .push(position);
                 continue;
             }
+            let counted = InFlight::count(self.clone(), 1);
             let turn = share(platform, &node.platform);
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             self.spawn(async move {
@@ -330,11 +345,12 @@ impl Engine {
                 self.spawn(async move {
                     let _counted = counted;
                     engine
-                        .run_chunk(&loaded, action, chunk, lane, turn, &tx)
+                        .run_chunk(&loaded, action, chunk, lane, turn, tx)
                         .await;
                 });
             }
         }
+        drop(dispatching);
         rx
     }
 
@@ -476,7 +492,7 @@ impl Engine {
         positions: Vec<usize>,
         lane: usize,
         turn: Turn,
-        tx: &mpsc::UnboundedSender<CommandAttributes>,
+        tx: mpsc::UnboundedSender<CommandAttributes>,
     ) {
         let all = loaded.topology.nodes();
         let mut nodes: Vec<&Node> = positions.into_iter().map(|i| &all[i]).collect();
@@ -509,7 +525,7 @@ impl Engine {
         secrets.dedup();
         let mut answers = Answers {
             ledger: batch::Ledger::new(action, &platform.name, names, secrets.clone()),
-            tx,
+            tx: Some(tx),
             platform: &platform.name,
             action,
             ignored: 0,
@@ -628,24 +644,37 @@ impl Engine {
             Err(_) => Some(Exit::TimedOut(platform.timeout)),
             // It has gone: its exit code and stderr say why.
             Ok(Err(_)) => Some(gone(process).await),
-            Ok(Ok(())) => loop {
-                if answers.ledger.left() == 0 {
-                    break None;
+            Ok(Ok(())) => {
+                // Made once, not per line: a chunk is hundreds of lines.
+                let expired = tokio::time::sleep_until(deadline);
+                // (The borrow `wait_for` returns must not live across the kill.)
+                let stopped = async {
+                    if stop.wait_for(|stop| *stop).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::pin!(expired, stopped);
+                loop {
+                    if answers.ledger.left() == 0 {
+                        break None;
+                    }
+                    tokio::select! {
+                        line = process.lines.recv() => match line {
+                            Some(line) => {
+                                answers.line(&line);
+                                // And the lines already waiting, without a select each.
+                                while answers.ledger.left() > 0 {
+                                    let Ok(line) = process.lines.try_recv() else { break };
+                                    answers.line(&line);
+                                }
+                            }
+                            None => break Some(gone(process).await),
+                        },
+                        () = &mut expired => break Some(Exit::TimedOut(platform.timeout)),
+                        () = &mut stopped => break Some(Exit::Stopped),
+                    }
                 }
-                tokio::select! {
-                    line = process.lines.recv() => match line {
-                        Some(line) => answers.line(&line),
-                        None => break Some(gone(process).await),
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break Some(Exit::TimedOut(platform.timeout)),
-                    // (The borrow `wait_for` returns must not live across the kill.)
-                    _ = async {
-                        if stop.wait_for(|stop| *stop).await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    } => break Some(Exit::Stopped),
-                }
-            },
+            }
         };
         match exit {
             None => {
@@ -719,7 +748,10 @@ async fn gone(process: &mut persistent::Process) -> Exit {
 /// A batch run's answers on their way to the caller.
 struct Answers<'a> {
     ledger: batch::Ledger,
-    tx: &'a mpsc::UnboundedSender<CommandAttributes>,
+    /// Let go once every node has its answer: the request's results end
+    /// there, not when the driver exits (a one-shot `sim` still writes its
+    /// state files then, under the nodes' locks, which the run keeps).
+    tx: Option<mpsc::UnboundedSender<CommandAttributes>>,
     platform: &'a str,
     action: Action,
     ignored: usize,
@@ -732,7 +764,12 @@ impl Answers<'_> {
         match self.ledger.accept(line, self.started.elapsed()) {
             Ok(result) => {
                 log_answer(&result);
-                let _ = self.tx.send(result);
+                if let Some(tx) = &self.tx {
+                    let _ = tx.send(result);
+                }
+                if self.ledger.left() == 0 {
+                    self.tx = None;
+                }
             }
             Err(why) => {
                 self.ignored += 1;
@@ -764,7 +801,9 @@ impl Answers<'_> {
         }
         for result in silent {
             log_answer(&result);
-            let _ = self.tx.send(result);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(result);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Pure: no I/O.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 /// The usual cap on how many names one expression may expand to.
@@ -101,18 +101,33 @@ pub fn expand(expr: &str, limit: usize) -> Result<Vec<String>, HostlistError> {
     if count > limit as u128 {
         return Err(HostlistError::TooMany { limit, count });
     }
-    if count <= 1 {
-        // One name (a topology's usual node key): nothing to deduplicate.
-        return Ok(terms.iter().flat_map(|t| expand_term(t)).collect());
+    let names: Vec<String> = terms.iter().flat_map(|t| expand_term(t)).collect();
+    if !may_repeat(&terms) {
+        return Ok(names);
     }
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(count as usize);
-    for name in terms.iter().flat_map(|t| expand_term(t)) {
-        if seen.insert(name.clone()) {
-            out.push(name);
-        }
-    }
-    Ok(out)
+    let mut seen = HashSet::with_capacity(names.len());
+    let first: Vec<bool> = names.iter().map(|n| seen.insert(n.as_str())).collect();
+    drop(seen);
+    Ok(names
+        .into_iter()
+        .zip(first)
+        .filter_map(|(name, first)| first.then_some(name))
+        .collect())
+}
+
+/// Whether `terms` may name a host twice. Not when they are one term with
+/// at most one bracket group of one range (`node[0001-1008]`, the usual
+/// request), which need no deduplication. Two groups may: `n[1-12][1-12]`
+/// gives `n111` twice.
+fn may_repeat(terms: &[Term]) -> bool {
+    let [term] = terms else {
+        return terms.len() > 1;
+    };
+    let mut groups = term.iter().filter_map(|piece| match piece {
+        Piece::Group(ranges) => Some(ranges.len()),
+        Piece::Literal(_) => None,
+    });
+    !matches!((groups.next(), groups.next()), (None, _) | (Some(1), None))
 }
 
 /// How many names `expr` expands to, counting duplicates, without expanding
@@ -133,34 +148,32 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    // (prefix, Some(suffix)) -> numbers as (value, written width); a plain
-    // name is (name, None), which sorts it before any group of that prefix.
-    let mut groups = BTreeMap::<(String, Option<String>), BTreeSet<(u64, usize)>>::new();
-    for name in names {
-        let name = name.as_ref();
-        if name.is_empty() {
-            continue;
-        }
-        match split_last_number(name) {
-            Some((prefix, value, width, suffix)) => {
-                let key = (prefix.to_owned(), Some(suffix.to_owned()));
-                groups.entry(key).or_default().insert((value, width));
-            }
-            None => {
-                groups.entry((name.to_owned(), None)).or_default();
-            }
-        }
-    }
-    let parts: Vec<String> = groups
-        .into_iter()
-        .map(|((prefix, suffix), numbers)| match suffix {
-            None => prefix,
-            Some(suffix) => match ranges(numbers).as_slice() {
+    let names: Vec<S> = names.into_iter().collect();
+    // (prefix, Some(suffix), value, written width), or (name, None, ..) for
+    // a plain name, which sorts it before any group of that prefix. Sorted
+    // rather than kept in a map: no copy of any name.
+    let mut split: Vec<(&str, Option<&str>, u64, usize)> = names
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|name| !name.is_empty())
+        .map(|name| match split_last_number(name) {
+            Some((prefix, value, width, suffix)) => (prefix, Some(suffix), value, width),
+            None => (name, None, 0, 0),
+        })
+        .collect();
+    split.sort_unstable();
+    split.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    for group in split.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let (prefix, suffix) = (group[0].0, group[0].1);
+        parts.push(match suffix {
+            None => prefix.to_owned(),
+            Some(suffix) => match ranges(group.iter().map(|e| (e.2, e.3)).collect()).as_slice() {
                 [single] if !single.contains('-') => format!("{prefix}{single}{suffix}"),
                 items => format!("{prefix}[{}]{suffix}", items.join(",")),
             },
-        })
-        .collect();
+        });
+    }
     parts.join(",")
 }
 
@@ -285,25 +298,53 @@ fn total_count(terms: &[Term]) -> u128 {
 }
 
 fn expand_term(pieces: &[Piece]) -> Vec<String> {
-    let mut names = vec![String::new()];
+    use std::fmt::Write;
+    // Each name allocated once, at its full length: the literals' length
+    // plus the widest number.
+    let longest = pieces
+        .iter()
+        .map(|piece| match piece {
+            Piece::Literal(text) => text.len(),
+            Piece::Group(ranges) => ranges
+                .iter()
+                .map(|r| r.width.max(digits(r.hi)))
+                .max()
+                .unwrap_or(0),
+        })
+        .sum::<usize>();
+    let mut names = vec![String::with_capacity(longest)];
     for piece in pieces {
         match piece {
             Piece::Literal(text) => names.iter_mut().for_each(|n| n.push_str(text)),
             // Existing names outermost, so the leftmost group varies slowest.
             Piece::Group(ranges) => {
-                names = names
-                    .iter()
-                    .flat_map(|name| {
-                        ranges.iter().flat_map(move |r| {
-                            (r.lo..=r.hi)
-                                .map(move |i| format!("{name}{i:0width$}", width = r.width))
-                        })
-                    })
-                    .collect();
+                let mut next = Vec::with_capacity(names.len().saturating_mul(group_size(ranges)));
+                for name in &names {
+                    for r in ranges {
+                        for i in r.lo..=r.hi {
+                            let mut n = String::with_capacity(longest);
+                            n.push_str(name);
+                            write!(n, "{i:0width$}", width = r.width).expect("a String takes it");
+                            next.push(n);
+                        }
+                    }
+                }
+                names = next;
             }
         }
     }
     names
+}
+
+/// How many numbers a bracket group holds (saturating).
+fn group_size(ranges: &[Range]) -> usize {
+    ranges.iter().fold(0usize, |n, r| {
+        n.saturating_add(
+            usize::try_from(r.hi - r.lo)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        )
+    })
 }
 
 /// `node01a` -> (`node`, 1, 2, `a`). None if there are no digits, or too
@@ -387,6 +428,12 @@ mod tests {
         assert_eq!(ex("b,a,b,c,a"), ["b", "a", "c"]);
         assert_eq!(ex("n[1,1]"), ["n1"]);
         assert_eq!(count("n[1,1],n1").unwrap(), 3);
+        // Two groups side by side can write one name twice: (1,11), (11,1).
+        let names = ex("n[1-12][1-12]");
+        assert_eq!(names.iter().filter(|n| *n == "n111").count(), 1);
+        assert_eq!(names.len(), 142);
+        // Ranges of one group overlapping through their widths.
+        assert_eq!(ex("n[9-10,09-10]"), ["n9", "n10", "n09"]);
     }
 
     #[test]

@@ -31,6 +31,8 @@ proptest! {
         let counted = count(&text);
         if let Ok(names) = expand(&text, 1_000) {
             prop_assert!(names.len() <= 1_000);
+            let distinct: std::collections::HashSet<&String> = names.iter().collect();
+            prop_assert_eq!(distinct.len(), names.len(), "a name twice in {:?}", names);
             prop_assert!(counted.is_ok_and(|c| c >= names.len() as u128));
         }
     }

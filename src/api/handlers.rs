@@ -240,13 +240,18 @@ fn start(
                     continue;
                 }
             };
-            if result.success {
-                record.succeeded += 1;
-            } else {
-                record.failed += 1;
-                record.missing += usize::from(result.missing);
+            // And the results already waiting, without a select each.
+            let mut next = Some(result);
+            while let Some(result) = next {
+                if result.success {
+                    record.succeeded += 1;
+                } else {
+                    record.failed += 1;
+                    record.missing += usize::from(result.missing);
+                }
+                let _ = tx.send(result);
+                next = from_engine.try_recv().ok();
             }
-            let _ = tx.send(result);
         }
         if let Some(audit) = &app.audit {
             let _ = audit.write(&record);

@@ -122,6 +122,9 @@ pub fn select(
         }
     }
 
+    if group_names.is_empty() {
+        return Ok(named);
+    }
     let mut seen: HashSet<String> = named.iter().cloned().collect();
     let mut out = named;
     let mut unknown = Vec::new();
