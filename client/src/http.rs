@@ -52,6 +52,9 @@ impl Api {
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
             .user_agent(concat!("power/", env!("CARGO_PKG_VERSION")))
+            // 16 KiB, not ureq's 128: a large answer then costs a few more
+            // reads, not 28 more pages to fault in, which cost more.
+            .input_buffer_size(16 * 1024)
             .build()
             .into();
         Api {
