@@ -893,6 +893,87 @@ fn gone(pid: i32) -> bool {
     }
 }
 
+/// A driver whose child leaves the process group (`setsid`) cannot leave
+/// it behind: the server adopts it when the driver exits and kills it.
+/// One holding the run's output pipes is killed at once, so runs stay
+/// quick and keep no descriptor; one that let go of them is found by the
+/// periodic look.
+#[test]
+fn a_process_that_escapes_its_drivers_group_is_killed_and_keeps_no_descriptor() {
+    let out = tempfile::tempdir().unwrap();
+    let s = Server::builder()
+        .file(
+            "escape.yaml",
+            "platforms:\n  escape:\n    timeout: 30s\n\
+             \x20   power_on: |\n      setsid sleep 300 &\n      echo $! > \"$FIXTURE_OUT/held.$POWER_NODE\"\n\
+             \x20   power_off: |\n      setsid sleep 300 </dev/null >/dev/null 2>&1 &\n      echo $! > \"$FIXTURE_OUT/quiet.$POWER_NODE\"\n\
+             \x20   status: exit 111\n\
+             static_nodes:\n  e[1-4]:\n    platform: escape\n",
+        )
+        .env("FIXTURE_OUT", out.path())
+        .start();
+    let token = s.token(&[]);
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .unwrap()
+            .count()
+    };
+    let on = |nodes: &str| {
+        let reply = s.request("PATCH", &format!("/?nodes={nodes}"), Some(&token), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            reply.body.matches("\"success\":true").count(),
+            4,
+            "{}",
+            reply.body
+        );
+    };
+    on("e[1-4]");
+    let baseline = descriptors();
+    for _ in 0..5 {
+        on("e[1-4]");
+    }
+    let pid_of = |file: &str| -> i32 {
+        std::fs::read_to_string(out.path().join(file))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for node in ["e1", "e2", "e3", "e4"] {
+        let pid = pid_of(&format!("held.{node}"));
+        poll(
+            &format!("escaped process {pid} (held the pipes) to be killed and reaped"),
+            Duration::from_secs(10),
+            || reaped(pid).then_some(()),
+        );
+    }
+    poll(
+        "the server's descriptors back to what they were",
+        Duration::from_secs(10),
+        || (descriptors() <= baseline).then_some(()),
+    );
+    let reply = s.request("DELETE", "/?nodes=e1", Some(&token), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let quiet = pid_of("quiet.e1");
+    poll(
+        &format!("escaped process {quiet} (let go of the pipes) to be killed and reaped"),
+        Duration::from_secs(20),
+        || reaped(quiet).then_some(()),
+    );
+    assert!(
+        s.log().contains("escaped their driver's process group"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.get("/healthz", "").status, 200);
+}
+
+/// Gone from the process table: killed, and reaped (not a zombie).
+fn reaped(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// SIGTERM lets a run that fits in the grace period finish and answer.
 #[test]
 fn sigterm_lets_running_drivers_finish_within_the_grace() {

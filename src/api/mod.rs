@@ -298,6 +298,22 @@ pub async fn serve(
     // Driver runs on threads of their own, nicer than the API's.
     let workers = Workers::start().map_err(ServeError::Runtime)?;
     let engine = Engine::new(settings.concurrency, environment).on(workers.handle());
+    // What escapes a driver's process group becomes this process's child,
+    // and is killed (driver::orphans).
+    match crate::driver::orphans::adopt() {
+        Ok(()) => {
+            engine.spawn(async {
+                let mut every = tokio::time::interval(crate::driver::orphans::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    let _ = tokio::task::spawn_blocking(crate::driver::orphans::sweep).await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "cannot adopt what escapes a driver's process group ({e}): such processes may outlive their run"
+        ),
+    }
     let app = Arc::new(App {
         state: state.clone(),
         engine: engine.clone(),
@@ -371,6 +387,8 @@ pub async fn serve(
         }
     }
     reloader.abort();
+    // Escaped processes of the last runs, before their adopter goes.
+    let _ = tokio::task::spawn_blocking(crate::driver::orphans::sweep).await;
     drop(workers);
     tracing::info!("stopped");
     Ok(())

@@ -137,7 +137,7 @@ fn write_script(
         ));
     }
     // Catch shell syntax errors now, not when someone presses the button.
-    match Command::new("bash").arg("-n").arg(&path).output() {
+    match syntax_check(&path) {
         Ok(out) if out.status.success() => Ok(path),
         Ok(out) => {
             let message = String::from_utf8_lossy(&out.stderr);
@@ -169,6 +169,26 @@ pub(crate) fn fnv1a(s: &str) -> u32 {
 
 /// Find drop-in driver `name`: the last drivers directory holding it wins,
 /// as with topology files.
+/// `bash -n` on `path`: a child of this process like a driver, so tracked
+/// as one (see [`super::orphans`]).
+fn syntax_check(path: &Path) -> std::io::Result<std::process::Output> {
+    let child = super::orphans::tracked(|| {
+        let child = Command::new("bash")
+            .arg("-n")
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        Ok((child, pid))
+    })?;
+    let pid = child.id();
+    let output = child.wait_with_output();
+    super::orphans::reaped(pid);
+    output
+}
+
 fn find_drop_in(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, String> {
     if name.is_empty() || name.contains('/') || name.starts_with(['.', '_']) {
         return Err(format!(

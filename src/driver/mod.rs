@@ -11,6 +11,7 @@ pub mod batch;
 pub mod build;
 pub mod generate;
 pub mod interpret;
+pub mod orphans;
 pub mod persistent;
 pub mod plan;
 pub mod spawn;

@@ -132,6 +132,7 @@ impl Process {
     /// TERM its process group, then KILL it after the grace period.
     pub async fn kill(&mut self) {
         spawn::kill_group(self.pgid, &mut self.child).await;
+        super::orphans::reaped(self.pgid.as_raw() as u32);
         let _ = killpg(self.pgid, Signal::SIGKILL);
     }
 }

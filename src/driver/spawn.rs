@@ -5,6 +5,7 @@
 //! The only part of the driver module that touches processes.
 
 use super::interpret::{Exit, Outcome};
+use super::orphans;
 use super::plan::Invocation;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -27,6 +28,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for output after the driver exits: a descendant that
 /// left the process group may hold the pipes open.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long the pipes may stay open after the driver's group is killed
+/// before escaped processes are looked for.
+const ESCAPE_CHECK: Duration = Duration::from_millis(25);
 
 /// Both streams' tails.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -101,12 +105,17 @@ pub async fn run(
             Exit::Stopped
         }
     };
+    // Reaped by now, whichever way it ended.
+    orphans::reaped(pgid.as_raw() as u32);
     // Whatever the driver left running in its group (`sleep 1000 &`) goes
     // with it: a power action leaves no processes behind.
     let _ = killpg(pgid, Signal::SIGKILL);
+    let (mut stdout, mut stderr) = (stdout, stderr);
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    let mut swept = false;
     let captured = Captured {
-        stdout: drain(stdout).await,
-        stderr: drain(stderr).await,
+        stdout: drain(&mut stdout, deadline, &mut swept).await,
+        stderr: drain(&mut stderr, deadline, &mut swept).await,
     };
     let outcome = Outcome {
         exit,
@@ -158,7 +167,11 @@ pub(super) async fn start(
             .kill_on_drop(true);
         let spawned = tokio::task::spawn_blocking(move || {
             nice_this_thread();
-            command.spawn()
+            orphans::tracked(|| {
+                let child = command.spawn()?;
+                let pid = child.id().unwrap_or_default();
+                Ok((child, pid))
+            })
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -207,11 +220,31 @@ pub(super) async fn kill_group(pgid: Pid, child: &mut Child) {
     }
 }
 
-async fn drain(reader: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
-    // On time-out the reader task is left to end when the pipe finally closes.
-    match tokio::time::timeout(DRAIN_GRACE, reader).await {
-        Ok(Ok(bytes)) => bytes,
-        _ => Vec::new(),
+/// What a reader of the driver's output read, once its pipe closes. A pipe
+/// still open [`ESCAPE_CHECK`] after the driver's group is gone is held by
+/// a process that left the group: escaped processes are killed then (once
+/// per run, see [`orphans`]), and at `deadline` the pipe is let go,
+/// whatever holds it, so no run keeps a descriptor.
+async fn drain(
+    reader: &mut tokio::task::JoinHandle<Vec<u8>>,
+    deadline: tokio::time::Instant,
+    swept: &mut bool,
+) -> Vec<u8> {
+    if !*swept {
+        match tokio::time::timeout(ESCAPE_CHECK, &mut *reader).await {
+            Ok(read) => return read.unwrap_or_default(),
+            Err(_) => {
+                *swept = true;
+                let _ = tokio::task::spawn_blocking(orphans::sweep).await;
+            }
+        }
+    }
+    match tokio::time::timeout_at(deadline, &mut *reader).await {
+        Ok(read) => read.unwrap_or_default(),
+        Err(_) => {
+            reader.abort();
+            Vec::new()
+        }
     }
 }
 
