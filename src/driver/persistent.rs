@@ -111,6 +111,7 @@ impl Process {
             .await
             .ok()?
             .ok()?;
+        super::orphans::reaped(self.pgid.as_raw() as u32);
         status.code().or_else(|| status.signal().map(|s| 128 + s))
     }
 
