@@ -51,10 +51,14 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
             continue;
         };
         let label: Arc<str> = path.display().to_string().into();
-        let text = match std::fs::read(path).map(String::from_utf8) {
+        let text = match read_bounded(path).map(String::from_utf8) {
             Ok(Ok(text)) => text,
             Ok(Err(e)) => {
                 errors.push(not_utf8(&label, e.as_bytes(), e.utf8_error()));
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                errors.push(Diagnostic::general(format!("{label}: {e}")));
                 continue;
             }
             Err(e) => {
@@ -82,6 +86,37 @@ pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
         warnings,
         files,
     })
+}
+
+/// The largest topology file read: 100,000 nodes, each with an address
+/// and credentials of its own, take about 15 MiB.
+pub const FILE_SIZE_LIMIT: u64 = 64 << 20;
+
+/// The bytes of `path`, refused before reading if it is larger than
+/// [`FILE_SIZE_LIMIT`] (or grows past it while read).
+fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let too_large = |size: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "{} MiB, more than the limit of {} MiB for one topology file",
+                size.div_ceil(1 << 20),
+                FILE_SIZE_LIMIT >> 20
+            ),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > FILE_SIZE_LIMIT {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(FILE_SIZE_LIMIT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > FILE_SIZE_LIMIT {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// A file that is not UTF-8, with where its first bad byte stands.
@@ -238,6 +273,25 @@ mod tests {
             errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [format!(
                 "{file}:3:4: not UTF-8 text (a topology file must be UTF-8)"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_refused_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t.d");
+        fs::create_dir_all(&dir).unwrap();
+        write(&dir, "10-sim.yaml", SIM);
+        // Sparse: it takes no room, and is never read.
+        let big = fs::File::create(dir.join("20-big.yaml")).unwrap();
+        big.set_len(FILE_SIZE_LIMIT + 1).unwrap();
+        let errors = load(std::slice::from_ref(&dir)).unwrap_err();
+        let file = dir.join("20-big.yaml").display().to_string();
+        assert_eq!(
+            errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [format!(
+                "{file}: 65 MiB, more than the limit of 64 MiB for one topology file"
             )]
         );
     }

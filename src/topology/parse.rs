@@ -333,6 +333,18 @@ impl Parser<'_> {
                 self.error(key.span(), "static_nodes: empty node name");
                 return None;
             }
+            // A name is also a driver's argument-like value and a sim's
+            // file name: `-rf` and `..` are not host names.
+            Ok(names) if names.iter().any(|n| n.starts_with(['-', '.'])) => {
+                self.error(
+                    key.span(),
+                    format!(
+                        "static_nodes: node key {:?}: a node name must not start with '-' or '.'",
+                        key.as_str()
+                    ),
+                );
+                return None;
+            }
             Ok(names) => names,
             Err(e) => {
                 self.error(
@@ -812,6 +824,21 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn node_names_do_not_start_with_a_dash_or_a_dot() {
+        for bad in ["-rf", "..", ".hidden", "-n[1-2]"] {
+            let e = one_error(&format!("static_nodes:\n  \"{bad}\":\n    platform: p\n"));
+            assert_eq!(
+                e,
+                format!(
+                    "t.yaml:2:3: static_nodes: node key {bad:?}: a node name must not start with '-' or '.'"
+                )
+            );
+        }
+        let names = parse_ok("static_nodes:\n  n-1.x_2:\n    platform: p\n").nodes;
+        assert_eq!(names.len(), 1);
     }
 
     #[test]
