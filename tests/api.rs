@@ -1274,3 +1274,157 @@ fn the_reference_clients_requests_work() {
         ["n01", "n02"]
     );
 }
+
+/// 200 clients at once for a few seconds, mixing reads and actions with
+/// viewer and operator tokens, one-shot batch and per-node platforms: no
+/// request fails, and afterwards no driver process is left and the
+/// server's descriptors are back to what they were. Prints its figures
+/// (they are in docs/security.md); asserts none of them.
+#[test]
+fn two_hundred_clients_mixing_reads_and_actions() {
+    const CLIENTS: usize = 200;
+    const FOR: Duration = Duration::from_secs(8);
+    let s = Server::start(&[(
+        "load.yaml",
+        "platforms:\n  simb:\n    driver: sim\n    batch: true\n  sim:\n    driver: sim\n\
+         static_nodes:\n  b[01-64]:\n    platform: simb\n    groups: [batch]\n  p[01-16]:\n    platform: sim\n",
+    )]);
+    let (operator, viewer) = (
+        s.token(&["--role", "operator"]),
+        s.token(&["--role", "viewer"]),
+    );
+    let descriptors = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    // One of each request first, so what the server opens once is open.
+    for (method, query) in [
+        ("GET", "/?nodes=b[01-64]"),
+        ("PATCH", "/?nodes=p01"),
+        ("DELETE", "/?nodes=p01"),
+    ] {
+        assert_eq!(s.request(method, query, Some(&operator), &[]).status, 200);
+    }
+    let baseline = descriptors(s.pid());
+    let started = std::time::Instant::now();
+    let peak = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(usize, Vec<Duration>, Vec<String>)> = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while started.elapsed() < FOR {
+                peak.fetch_max(descriptors(s.pid()), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (s, operator, viewer) = (&s, &operator, &viewer);
+                scope.spawn(move || {
+                    let (mut done, mut times, mut failures) = (0, Vec::new(), Vec::new());
+                    let mut i = c;
+                    while started.elapsed() < FOR || done < 3 {
+                        let b = c % 8 * 8 + 1;
+                        let batch = format!("b[{b:02}-{:02}]", b + 7);
+                        let single = format!("p{:02}", c % 16 + 1);
+                        let (method, query, token, expect) = match i % 7 {
+                            0 => ("GET", "/nodes".to_string(), viewer, "\"nodes\""),
+                            1 => ("GET", "/groups".to_string(), viewer, "\"batch\""),
+                            2 => (
+                                "GET",
+                                format!("/?nodes={batch}"),
+                                viewer,
+                                "\"success\":true",
+                            ),
+                            3 => (
+                                "PATCH",
+                                format!("/?nodes={batch}"),
+                                operator,
+                                "\"success\":true",
+                            ),
+                            4 => (
+                                "DELETE",
+                                format!("/?nodes={batch}"),
+                                operator,
+                                "\"success\":true",
+                            ),
+                            5 => (
+                                "PUT",
+                                format!("/?nodes={single}"),
+                                operator,
+                                "\"success\":true",
+                            ),
+                            _ => (
+                                "GET",
+                                format!("/?nodes={single}"),
+                                viewer,
+                                "\"success\":true",
+                            ),
+                        };
+                        let t = std::time::Instant::now();
+                        let reply = s.request(method, &query, Some(token), &[]);
+                        times.push(t.elapsed());
+                        if reply.status != 200
+                            || !reply.body.contains(expect)
+                            || reply.body.contains("\"success\":false")
+                        {
+                            failures
+                                .push(format!("{method} {query}: {} {}", reply.status, reply.body));
+                        }
+                        done += 1;
+                        i += 1;
+                    }
+                    (done, times, failures)
+                })
+            })
+            .collect();
+        let results = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        watcher.join().unwrap();
+        results
+    });
+    let elapsed = started.elapsed();
+    let failures: Vec<&String> = results.iter().flat_map(|r| &r.2).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {}",
+        failures.len(),
+        failures[0]
+    );
+    let mut times: Vec<Duration> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
+    times.sort_unstable();
+    let requests = times.len();
+    let at = |q: f64| times[((requests as f64 * q) as usize).min(requests - 1)];
+    eprintln!(
+        "load: {CLIENTS} clients, {requests} requests in {:.1} s ({:.0}/s), latency p50 {:?} p99 {:?} max {:?}; \
+         descriptors {baseline} before, {} at most",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64(),
+        at(0.5),
+        at(0.99),
+        times[requests - 1],
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    poll("no driver process left", Duration::from_secs(10), || {
+        children_of(s.pid()).is_empty().then_some(())
+    });
+    poll(
+        "the server's descriptors back to what they were",
+        Duration::from_secs(15),
+        || (descriptors(s.pid()) <= baseline).then_some(()),
+    );
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
