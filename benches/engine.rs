@@ -37,6 +37,7 @@ fn main() {
     )
     .unwrap();
     let settings = LoadSettings {
+        topology_named: true,
         topology_dirs: vec![topology],
         drivers_dirs: vec![checkout.join("drivers")],
         runtime_dir: Some(tmp.path().join("run")),

@@ -324,9 +324,10 @@ pub fn load_settings(
     drivers_dirs: Option<Vec<PathBuf>>,
     runtime_dir: Option<PathBuf>,
 ) -> LoadSettings {
+    let topology_dirs = topology_dirs.filter(|d| !d.is_empty());
     LoadSettings {
+        topology_named: topology_dirs.is_some(),
         topology_dirs: topology_dirs
-            .filter(|d| !d.is_empty())
             .unwrap_or_else(|| paths::defaults(&paths::SYSTEM_TOPOLOGY_DIRS, "topology.d")),
         drivers_dirs: drivers_dirs
             .filter(|d| !d.is_empty())

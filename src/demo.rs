@@ -1,6 +1,7 @@
 //! `power-server demo`: the quick start. A server on loopback with the
-//! shipped `topology.d/` and its simulated nodes, a fresh secret that lives
-//! only as long as the server, and a ready token with the commands to try.
+//! shipped demo topology (`demo/`) and its simulated nodes, a fresh secret
+//! that lives only as long as the server, and a ready token with the
+//! commands to try.
 //!
 //! This module works out settings and words (it reads only the checkout's
 //! location); `main` runs the server.
@@ -17,18 +18,19 @@ use std::path::{Path, PathBuf};
 /// How long the demo token lasts.
 pub const TOKEN_DAYS: u64 = 1;
 
-/// The shipped topology and drivers: the checkout's when run from one, the
-/// packaged ones otherwise. The admin's own directories are left out, so
-/// the demo looks the same everywhere.
+/// The shipped demo topology and drivers: the checkout's when run from
+/// one, the packaged ones otherwise. The admin's own directories are left
+/// out, so the demo looks the same everywhere; its directory must exist.
 pub fn load_settings() -> LoadSettings {
     let shipped = |sub: &str, packaged: &str| match paths::checkout_root() {
         Some(root) => vec![root.join(sub)],
         None => vec![PathBuf::from(packaged)],
     };
     LoadSettings {
-        topology_dirs: shipped("topology.d", paths::SYSTEM_TOPOLOGY_DIRS[0]),
+        topology_dirs: shipped("demo", paths::SYSTEM_DEMO_DIR),
         drivers_dirs: shipped("drivers", paths::SYSTEM_DRIVERS_DIRS[0]),
         runtime_dir: None,
+        topology_named: true,
     }
 }
 

@@ -16,6 +16,9 @@ pub struct LoadSettings {
     pub drivers_dirs: Vec<PathBuf>,
     /// Where generated driver scripts go (system temp directory when `None`).
     pub runtime_dir: Option<PathBuf>,
+    /// The topology directories were named (a flag, the environment or the
+    /// config), not the defaults: then each must exist.
+    pub topology_named: bool,
 }
 
 /// Everything one load produced.
@@ -32,8 +35,38 @@ pub struct Loaded {
 }
 
 /// Load and validate exactly as the server does (`check` calls this too).
+///
+/// Nothing to serve is never silent: a named topology directory that does
+/// not exist is an error; no default directory existing, or no node at
+/// all, is a warning.
 pub fn load(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
-    let loaded = topology::load(&settings.topology_dirs)?;
+    let dirs = &settings.topology_dirs;
+    let absent: Vec<&PathBuf> = dirs.iter().filter(|d| !d.exists()).collect();
+    if settings.topology_named && !absent.is_empty() {
+        return Err(LoadErrors(
+            absent
+                .iter()
+                .map(|d| {
+                    Diagnostic::general(format!(
+                        "topology directory {} does not exist",
+                        d.display()
+                    ))
+                })
+                .collect(),
+        ));
+    }
+    let mut loaded = topology::load(dirs)?;
+    if absent.len() == dirs.len() {
+        loaded.warnings.push(Diagnostic::general(format!(
+            "no topology directory exists (looked in {})",
+            list(dirs)
+        )));
+    } else if loaded.topology.nodes().is_empty() {
+        loaded.warnings.push(Diagnostic::general(format!(
+            "the topology has no node: nothing to serve (read {})",
+            list(dirs)
+        )));
+    }
     let drivers = driver::build(
         &loaded.topology,
         &settings.drivers_dirs,
@@ -45,4 +78,11 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
         warnings: loaded.warnings,
         files: loaded.files,
     })
+}
+
+fn list(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -11,6 +11,9 @@ pub const SYSTEM_TOPOLOGY_DIRS: [&str; 2] = [
     "/usr/lib/power-server/topology.d",
     "/etc/power-server/topology.d",
 ];
+/// The packaged demo topology (`power-server demo`): apart from the vendor
+/// fragments, so no server serves it unless told to.
+pub const SYSTEM_DEMO_DIR: &str = "/usr/share/power-server/demo";
 /// Packaged drivers directories, lowest precedence first.
 pub const SYSTEM_DRIVERS_DIRS: [&str; 2] =
     ["/usr/lib/power-server/drivers", "/etc/power-server/drivers"];

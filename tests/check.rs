@@ -23,14 +23,17 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A copy of the shipped topology.d, to break.
+/// A copy of the shipped topology.d and the demo's fragment together, to
+/// break.
 fn shipped_copy() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("topology.d");
     std::fs::create_dir(&dir).unwrap();
-    for entry in std::fs::read_dir(checkout().join("topology.d")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    for shipped in ["topology.d", "demo"] {
+        for entry in std::fs::read_dir(checkout().join(shipped)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
     }
     (tmp, dir)
 }
@@ -46,7 +49,30 @@ fn the_shipped_topology_passes() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
-    let demo = checkout().join("topology.d/90-demo.yaml");
+    for platform in ["aws", "azure", "ipmi"] {
+        let line = report
+            .lines()
+            .find(|l| l.trim_start().starts_with(platform))
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(line.contains("inline"), "{line}");
+        assert!(line.contains(&format!("10-{platform}.yaml:")), "{line}");
+    }
+    // Platforms only: the vendor fragments define no node, and say so.
+    assert!(report.contains("nodes: 0"), "{report}");
+    assert!(
+        report.contains("the topology has no node: nothing to serve"),
+        "{report}"
+    );
+    assert!(report.ends_with("topology OK\n"), "{report}");
+}
+
+/// The demo's topology stands alone: its own sim platform and 17 nodes.
+#[test]
+fn the_demo_topology_passes() {
+    let out = check(&checkout().join("demo"), &[&checkout().join("drivers")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    let demo = checkout().join("demo/90-demo.yaml");
     assert!(
         report.contains(&format!(
             "driver {}",
@@ -58,19 +84,40 @@ fn the_shipped_topology_passes() {
         report.contains(&format!("({}:", demo.display())),
         "{report}"
     );
-    for platform in ["aws", "azure", "ipmi"] {
-        let line = report
-            .lines()
-            .find(|l| l.trim_start().starts_with(platform))
-            .unwrap_or_else(|| panic!("{report}"));
-        assert!(line.contains("inline"), "{line}");
-        assert!(line.contains(&format!("10-{platform}.yaml:")), "{line}");
-    }
     assert!(
         report.contains("nodes: 17 (demo[01-16],demo-broken)"),
         "{report}"
     );
-    assert!(report.ends_with("topology OK\n"), "{report}");
+    assert!(!report.contains("warnings:"), "{report}");
+}
+
+/// Nothing to serve is never silent: a named directory that does not
+/// exist is an error, and a load with no node says so.
+#[test]
+fn a_missing_directory_or_an_empty_topology_is_loud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere");
+    let out = check(&missing, &[&checkout().join("drivers")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "power-server: topology has 1 error:\n  topology directory {} does not exist\n",
+            missing.display()
+        )
+    );
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = check(&empty, &[&checkout().join("drivers")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "the topology has no node: nothing to serve (read {})",
+            empty.display()
+        )),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// A broken copy fails, with every error naming its file and line.

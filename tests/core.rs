@@ -39,6 +39,7 @@ impl Fixture {
 
     fn load(dir: &Path) -> Arc<Loaded> {
         let settings = LoadSettings {
+            topology_named: true,
             topology_dirs: vec![dir.join("topology.d")],
             drivers_dirs: vec![
                 checkout().join("drivers"),
@@ -564,6 +565,7 @@ async fn missing_nodes_and_vanished_drivers_fail_clearly() {
     )
     .unwrap();
     let settings = LoadSettings {
+        topology_named: true,
         topology_dirs: vec![topology],
         drivers_dirs: vec![drivers.clone()],
         runtime_dir: None,
@@ -637,6 +639,7 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
     )
     .unwrap();
     let settings = LoadSettings {
+        topology_named: true,
         topology_dirs: vec![topology.clone()],
         drivers_dirs: vec![],
         runtime_dir: Some(tmp.path().join("run")),
@@ -716,6 +719,7 @@ async fn a_prelude_is_shared_by_every_action() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("t.yaml"), "platforms:\n  p:\n    prelude: |\n      f() {\n        if true; then :\n      }\n    status: f\n").unwrap();
     let settings = LoadSettings {
+        topology_named: true,
         topology_dirs: vec![tmp.path().to_path_buf()],
         drivers_dirs: vec![],
         runtime_dir: None,
