@@ -64,6 +64,9 @@ pub struct Options {
     /// Log filter when `RUST_LOG` is unset, e.g. `info` or `debug`
     /// (`POWER_SERVER_LOG_LEVEL`).
     pub log_level: Option<String>,
+    /// `text` (the default) or `json`, one object per line, for log
+    /// shippers (`POWER_SERVER_LOG_FORMAT`).
+    pub log_format: Option<String>,
     /// How long running drivers may finish after SIGTERM, e.g. `30s`
     /// (`POWER_SERVER_SHUTDOWN_GRACE`).
     pub shutdown_grace: Option<String>,
@@ -134,6 +137,7 @@ impl Options {
             secret_file: self.secret_file.or(lower.secret_file),
             audit_log: self.audit_log.or(lower.audit_log),
             log_level: self.log_level.or(lower.log_level),
+            log_format: self.log_format.or(lower.log_format),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
             max_connections: self.max_connections.or(lower.max_connections),
@@ -165,6 +169,7 @@ impl Options {
             secret_file: get("POWER_SERVER_SECRET_FILE").map(PathBuf::from),
             audit_log: get("POWER_SERVER_AUDIT_LOG").map(PathBuf::from),
             log_level: get("POWER_SERVER_LOG_LEVEL"),
+            log_format: get("POWER_SERVER_LOG_FORMAT"),
             shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
             hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
             max_connections: number("POWER_SERVER_MAX_CONNECTIONS")?,
@@ -245,12 +250,25 @@ pub struct Settings {
     pub audit_log: Option<PathBuf>,
     /// Log filter used when `RUST_LOG` is unset.
     pub log_level: String,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// How long running drivers may finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Most names one hostlist may expand to.
     pub hostlist_limit: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+}
+
+/// How the server writes its log lines (on stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `LEVEL target: message key=value ...`, without a timestamp of its
+    /// own under systemd's journal, which adds one.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and each field, for log shippers.
+    Json,
 }
 
 impl Settings {
@@ -286,6 +304,11 @@ impl Settings {
             secret: secret_source(options.jwt_shared_secret, options.secret_file),
             audit_log: options.audit_log,
             log_level: options.log_level.unwrap_or_else(|| "info".into()),
+            log_format: match options.log_format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => return Err(invalid("log_format", other, "text or json")),
+            },
             shutdown_grace,
             hostlist_limit,
             max_connections,

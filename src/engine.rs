@@ -15,7 +15,7 @@
 use crate::driver::{self, batch, interpret, persistent, spawn, Exit, Outcome};
 use crate::load::Loaded;
 use crate::topology::{Node, Platform};
-use power_proto::wire::{Action, CommandAttributes};
+use power_proto::wire::{Action, CommandAttributes, PowerState};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -898,11 +898,18 @@ fn log_answer(result: &CommandAttributes) {
 
 fn log_run(result: &CommandAttributes, captured: &spawn::Captured, secrets: &[String]) {
     let tail = |bytes: &[u8]| interpret::redact(&String::from_utf8_lossy(bytes), secrets);
+    // One line per run, its fields named for log shippers (--log-format json).
+    let outcome = match (result.success, result.state) {
+        (true, Some(PowerState::On)) => "on",
+        (true, Some(PowerState::Off)) => "off",
+        (true, _) => "ok",
+        (false, _) => "failed",
+    };
     tracing::info!(
         node = %result.node_name,
+        platform = result.platform.as_deref().unwrap_or(""),
         action = %result.action,
-        success = result.success,
-        state = ?result.state,
+        outcome,
         exit_code = ?result.exit_code,
         duration_ms = result.duration_ms,
         error = result.error.as_deref().unwrap_or(""),

@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use power_server::auth::{self, Claims, Keys, Role};
-use power_server::config::{self, Options, Settings};
+use power_server::config::{self, LogFormat, Options, Settings};
 use power_server::{api, demo, secret};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -90,6 +90,10 @@ struct ServeArgs {
     /// [default: info]
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Log lines as `text`, or `json` (one object a line, for log
+    /// shippers) [env: POWER_SERVER_LOG_FORMAT] [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// How long running drivers may finish after SIGTERM [env:
     /// POWER_SERVER_SHUTDOWN_GRACE] [default: 30s]
     #[arg(long, value_name = "DURATION")]
@@ -181,18 +185,27 @@ fn layers(flags: Options, config: Option<PathBuf>) -> Result<(Options, Option<Pa
     Ok((flags.or(env).or(file), path.filter(|_| holds_secret)))
 }
 
-fn init_logging(level: &str) -> Result<(), Failure> {
+fn init_logging(level: &str, format: LogFormat) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
         Err(_) => EnvFilter::try_new(level)
             .map_err(|e| format!("log_level: {level:?} is not a log filter: {e}"))?,
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        // systemd sets JOURNAL_STREAM when stderr goes to its journal,
+        // which stamps each line itself.
+        LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            logs.with_ansi(false).without_time().init()
+        }
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     Ok(())
 }
 
@@ -209,6 +222,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         concurrency: args.concurrency,
         audit_log: args.audit_log,
         log_level: args.log_level,
+        log_format: args.log_format,
         shutdown_grace: args.shutdown_grace,
         hostlist_limit: args.hostlist_limit,
         max_connections: args.max_connections,
@@ -217,7 +231,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let (options, secret_config) = layers(flags, args.secret.config)?;
     let settings = Settings::resolve(options)?;
-    init_logging(&settings.log_level)?;
+    init_logging(&settings.log_level, settings.log_format)?;
     if let Some(path) = secret_config {
         config::warn_if_readable_by_others(&path);
     }
@@ -247,7 +261,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
     };
     let (options, _) = layers(flags, args.secret.config)?;
     let settings = Settings::resolve(options)?;
-    init_logging("warn")?;
+    init_logging("warn", LogFormat::Text)?;
     if let Some(nodes) = &args.nodes {
         power_server::hostlist::expand(nodes, settings.hostlist_limit)
             .map_err(|e| format!("--nodes: {e}"))?;
@@ -294,7 +308,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    init_logging("warn")?;
+    init_logging("warn", LogFormat::Text)?;
     let sim_dir = tempfile::Builder::new().prefix("power-demo-").tempdir()?;
     let mut settings = Settings::resolve(Options::default())?;
     settings.bind = args.bind;

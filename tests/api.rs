@@ -1428,3 +1428,70 @@ fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// `--log-format json`: every log line is one JSON object, and each driver
+/// run is one line naming node, platform, action, outcome and duration,
+/// with no secret.
+#[test]
+fn json_logs_have_one_line_per_driver_run() {
+    let s = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .arg("--log-format")
+        .arg("json")
+        .start();
+    let t = s.token(&[]);
+    assert_eq!(
+        s.request("PATCH", "/?nodes=n01,broken", Some(&t), &[])
+            .status,
+        200
+    );
+    let runs = poll("two driver run lines", Duration::from_secs(10), || {
+        let lines: Vec<Value> = s
+            .log()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let runs: Vec<Value> = lines
+            .into_iter()
+            .filter(|l| l["message"] == "driver run")
+            .collect();
+        (runs.len() == 2).then_some(runs)
+    });
+    let by_node = |n: &str| runs.iter().find(|r| r["node"] == n).unwrap().clone();
+    let ok = by_node("n01");
+    assert_eq!(
+        (&ok["platform"], &ok["action"], &ok["outcome"], &ok["level"]),
+        (
+            &json!("sim"),
+            &json!("power_on"),
+            &json!("ok"),
+            &json!("INFO")
+        ),
+        "{ok}"
+    );
+    assert!(
+        ok["duration_ms"].is_u64() && ok["timestamp"].is_string(),
+        "{ok}"
+    );
+    let failed = by_node("broken");
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("simulated failure"),
+        "{failed}"
+    );
+    assert!(!s.log().contains("hunter2"), "a secret in the log");
+    // A format it does not know is refused, naming what it takes.
+    let out = std::process::Command::new(crate::support::server_bin())
+        .args(["serve", "--log-format", "xml", "--bind", "127.0.0.1:0"])
+        .env("POWER_SERVER_JWT_SECRET", "x".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "power-server: log_format: \"xml\" is not usable: expected text or json\n"
+    );
+}
