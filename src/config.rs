@@ -67,6 +67,9 @@ pub struct Options {
     /// `text` (the default) or `json`, one object per line, for log
     /// shippers (`POWER_SERVER_LOG_FORMAT`).
     pub log_format: Option<String>,
+    /// `GET /metrics` without a token (`POWER_SERVER_METRICS_PUBLIC`:
+    /// `true` or `false`; default `false`).
+    pub metrics_public: Option<bool>,
     /// How long running drivers may finish after SIGTERM, e.g. `30s`
     /// (`POWER_SERVER_SHUTDOWN_GRACE`).
     pub shutdown_grace: Option<String>,
@@ -138,6 +141,7 @@ impl Options {
             audit_log: self.audit_log.or(lower.audit_log),
             log_level: self.log_level.or(lower.log_level),
             log_format: self.log_format.or(lower.log_format),
+            metrics_public: self.metrics_public.or(lower.metrics_public),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
             max_connections: self.max_connections.or(lower.max_connections),
@@ -170,6 +174,18 @@ impl Options {
             audit_log: get("POWER_SERVER_AUDIT_LOG").map(PathBuf::from),
             log_level: get("POWER_SERVER_LOG_LEVEL"),
             log_format: get("POWER_SERVER_LOG_FORMAT"),
+            metrics_public: match get("POWER_SERVER_METRICS_PUBLIC").as_deref() {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(other) => {
+                    return Err(invalid(
+                        "POWER_SERVER_METRICS_PUBLIC",
+                        other,
+                        "true or false",
+                    ))
+                }
+            },
             shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
             hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
             max_connections: number("POWER_SERVER_MAX_CONNECTIONS")?,
@@ -252,6 +268,8 @@ pub struct Settings {
     pub log_level: String,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
     /// How long running drivers may finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Most names one hostlist may expand to.
@@ -309,6 +327,7 @@ impl Settings {
                 Some("json") => LogFormat::Json,
                 Some(other) => return Err(invalid("log_format", other, "text or json")),
             },
+            metrics_public: options.metrics_public.unwrap_or(false),
             shutdown_grace,
             hostlist_limit,
             max_connections,

@@ -14,8 +14,9 @@
 
 use crate::driver::{self, batch, interpret, persistent, spawn, Exit, Outcome};
 use crate::load::Loaded;
+use crate::metrics::{self, Metrics};
 use crate::topology::{Node, Platform};
-use power_proto::wire::{Action, CommandAttributes, PowerState};
+use power_proto::wire::{Action, CommandAttributes};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -108,6 +109,8 @@ pub struct Engine {
     /// Where runs (and what they spawn) go: a runtime of the engine's own,
     /// or, when `None`, the one calling [`Engine::run`].
     tasks: Option<tokio::runtime::Handle>,
+    /// Driver runs and node results counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Named async locks, made on first use. Keyed by the topology's shared
@@ -208,7 +211,13 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             tasks: None,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The metrics its runs are counted in (the API serves them).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The same engine, running its drivers' tasks on `tasks` (see
@@ -478,6 +487,19 @@ impl Engine {
             &secrets,
         );
         log_run(&result, &captured, &secrets);
+        let run = if result.success {
+            "ok"
+        } else {
+            exit_word(&outcome.exit)
+        };
+        self.metrics
+            .driver_run(&platform.name, action, run, outcome.duration);
+        self.metrics.node_results(
+            &platform.name,
+            action,
+            metrics::outcome_word(result.success, result.state),
+            1,
+        );
         result
     }
 
@@ -524,6 +546,8 @@ impl Engine {
         secrets.sort_unstable();
         secrets.dedup();
         let mut answers = Answers {
+            metrics: &self.metrics,
+            counts: [0; 4],
             ledger: batch::Ledger::new(action, &platform.name, names, secrets.clone()),
             tx: Some(tx),
             platform: &platform.name,
@@ -549,6 +573,12 @@ impl Engine {
             );
             self.run_once(&invocation, &mut answers).await
         };
+        self.metrics.driver_run(
+            &platform.name,
+            action,
+            exit_word(&outcome.exit),
+            outcome.duration,
+        );
         answers.finish(&outcome, &secrets);
     }
 
@@ -747,6 +777,9 @@ async fn gone(process: &mut persistent::Process) -> Exit {
 
 /// A batch run's answers on their way to the caller.
 struct Answers<'a> {
+    metrics: &'a Metrics,
+    /// Results by [`metrics::OUTCOMES`], counted in the metrics at the end.
+    counts: [u64; 4],
     ledger: batch::Ledger,
     /// Let go once every node has its answer: the request's results end
     /// there, not when the driver exits (a one-shot `sim` still writes its
@@ -764,6 +797,7 @@ impl Answers<'_> {
         match self.ledger.accept(line, self.started.elapsed()) {
             Ok(result) => {
                 log_answer(&result);
+                self.count(&result);
                 if let Some(tx) = &self.tx {
                     let _ = tx.send(result);
                 }
@@ -781,8 +815,12 @@ impl Answers<'_> {
         }
     }
 
+    fn count(&mut self, result: &CommandAttributes) {
+        self.counts[metrics::outcome_index(result.success, result.state)] += 1;
+    }
+
     /// The run is over: every silent node fails as `outcome` says.
-    fn finish(self, outcome: &Outcome, secrets: &[String]) {
+    fn finish(mut self, outcome: &Outcome, secrets: &[String]) {
         let silent = self.ledger.unanswered(outcome);
         let nodes = silent.len() + self.ledger.answered();
         tracing::info!(
@@ -799,11 +837,18 @@ impl Answers<'_> {
             let stderr = interpret::redact(&String::from_utf8_lossy(&outcome.stderr), secrets);
             tracing::debug!(platform = %self.platform, %stderr, "batch driver stderr");
         }
-        for result in silent {
-            log_answer(&result);
-            if let Some(tx) = &self.tx {
+        for result in &silent {
+            log_answer(result);
+            self.count(result);
+        }
+        if let Some(tx) = &self.tx {
+            for result in silent {
                 let _ = tx.send(result);
             }
+        }
+        for (outcome, count) in metrics::OUTCOMES.iter().zip(self.counts) {
+            self.metrics
+                .node_results(self.platform, self.action, outcome, count);
         }
     }
 }
@@ -880,6 +925,18 @@ impl Drop for InFlight {
     }
 }
 
+/// How a driver process ended, for the metrics: `ok` (exit 0), `failed`,
+/// `timed_out`, `stopped` (at shutdown) or `not_started`.
+fn exit_word(exit: &Exit) -> &'static str {
+    match exit {
+        Exit::Code(0) => "ok",
+        Exit::Code(_) | Exit::Signal(_) => "failed",
+        Exit::TimedOut(_) => "timed_out",
+        Exit::Stopped => "stopped",
+        Exit::SpawnFailed(_) => "not_started",
+    }
+}
+
 /// A batch node's result: failures at info, as a per-node run's; successes
 /// at debug, as one line per node of a 1,000-node status would drown the log.
 fn log_answer(result: &CommandAttributes) {
@@ -899,12 +956,7 @@ fn log_answer(result: &CommandAttributes) {
 fn log_run(result: &CommandAttributes, captured: &spawn::Captured, secrets: &[String]) {
     let tail = |bytes: &[u8]| interpret::redact(&String::from_utf8_lossy(bytes), secrets);
     // One line per run, its fields named for log shippers (--log-format json).
-    let outcome = match (result.success, result.state) {
-        (true, Some(PowerState::On)) => "on",
-        (true, Some(PowerState::Off)) => "off",
-        (true, _) => "ok",
-        (false, _) => "failed",
-    };
+    let outcome = metrics::outcome_word(result.success, result.state);
     tracing::info!(
         node = %result.node_name,
         platform = result.platform.as_deref().unwrap_or(""),

@@ -29,6 +29,7 @@ pub mod demo;
 pub mod driver;
 pub mod engine;
 pub mod load;
+pub mod metrics;
 pub mod paths;
 pub mod secret;
 pub mod state;

@@ -7,13 +7,16 @@
 
 use crate::load::{load, LoadSettings, Loaded};
 use crate::topology::LoadErrors;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 /// The topology currently served, and how to load it again.
 #[derive(Debug)]
 pub struct State {
     settings: LoadSettings,
     current: RwLock<Arc<Loaded>>,
+    /// When the last load or reload was, and whether it succeeded.
+    last_load: Mutex<(SystemTime, bool)>,
 }
 
 impl State {
@@ -25,7 +28,13 @@ impl State {
         Ok(Arc::new(State {
             settings,
             current: RwLock::new(Arc::new(loaded)),
+            last_load: Mutex::new((SystemTime::now(), true)),
         }))
+    }
+
+    /// When the last load or reload was, and whether it succeeded.
+    pub fn last_load(&self) -> (SystemTime, bool) {
+        *self.last_load.lock().expect("state lock poisoned")
     }
 
     /// The load in force now.
@@ -36,7 +45,9 @@ impl State {
     /// Load again; on success the new load replaces the current one, on
     /// failure nothing changes and the errors are returned.
     pub fn reload(&self) -> Result<Arc<Loaded>, LoadErrors> {
-        let loaded = Arc::new(load(&self.settings)?);
+        let loaded = load(&self.settings);
+        *self.last_load.lock().expect("state lock poisoned") = (SystemTime::now(), loaded.is_ok());
+        let loaded = Arc::new(loaded?);
         log_warnings(&loaded);
         let old = std::mem::replace(
             &mut *self.current.write().expect("state lock poisoned"),

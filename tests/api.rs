@@ -1495,3 +1495,131 @@ fn json_logs_have_one_line_per_driver_run() {
         "power-server: log_format: \"xml\" is not usable: expected text or json\n"
     );
 }
+
+/// `GET /metrics`: Prometheus text that a Prometheus parser reads, whose
+/// counters move as requests and driver runs happen; a token is needed
+/// unless the config says `metrics_public: true`.
+#[test]
+fn metrics_are_prometheus_text_and_move_with_the_work() {
+    let s = server();
+    let t = s.token(&["--role", "viewer"]);
+    assert_eq!(s.get("/metrics", "").status, 403, "metrics without a token");
+    let scrape = |s: &Server, token: &str| {
+        let reply = s.get("/metrics", token);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(
+            reply
+                .content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/openmetrics-text")),
+            "{:?}",
+            reply.content_type
+        );
+        prometheus_parse::Scrape::parse(reply.body.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{}", reply.body))
+    };
+    let value = |scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
+            .map(|m| match &m.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                other => panic!("{name}: {other:?}"),
+            })
+            .sum()
+    };
+    let before = scrape(&s, &t);
+    assert_eq!(value(&before, "power_topology_nodes", &[]), 7.0);
+    assert_eq!(value(&before, "power_last_load_success", &[]), 1.0);
+    assert_eq!(value(&before, "power_runs_in_flight", &[]), 0.0);
+    let status = [("route", "/"), ("method", "GET"), ("status", "200")];
+    let statuses = value(&before, "power_http_requests_total", &status);
+
+    assert_eq!(s.get("/?nodes=n[01-03]", &t).status, 200);
+    assert_eq!(s.get("/?nodes=n01", "not-a-token").status, 403);
+    let after = scrape(&s, &t);
+    assert_eq!(
+        value(&after, "power_http_requests_total", &status),
+        statuses + 1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "power_http_requests_total",
+            &[("route", "/"), ("status", "403")]
+        ),
+        value(
+            &before,
+            "power_http_requests_total",
+            &[("route", "/"), ("status", "403")]
+        ) + 1.0
+    );
+    let sim_status = [("platform", "sim"), ("action", "status")];
+    assert_eq!(
+        value(&after, "power_driver_runs_total", &sim_status)
+            - value(&before, "power_driver_runs_total", &sim_status),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "power_node_results_total",
+            &[
+                ("platform", "sim"),
+                ("action", "status"),
+                ("outcome", "off")
+            ]
+        ) - value(
+            &before,
+            "power_node_results_total",
+            &[
+                ("platform", "sim"),
+                ("action", "status"),
+                ("outcome", "off")
+            ]
+        ),
+        3.0
+    );
+    let durations = after
+        .samples
+        .iter()
+        .find(|m| {
+            m.metric == "power_driver_duration_seconds" && m.labels.get("action") == Some("status")
+        })
+        .unwrap_or_else(|| panic!("no duration histogram: {:?}", after.samples));
+    match &durations.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.iter().any(|b| b.count >= 3.0), "{buckets:?}")
+        }
+        other => panic!("the durations are not a histogram: {other:?}"),
+    }
+
+    // A reload that fails shows as the last load's result.
+    std::fs::write(
+        s.dir.path().join("topology.d/broken.yaml"),
+        "static_nodes: [",
+    )
+    .unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    let refused = poll(
+        "the refused reload in the metrics",
+        Duration::from_secs(10),
+        || {
+            let m = scrape(&s, &t);
+            (value(&m, "power_last_load_success", &[]) == 0.0).then_some(m)
+        },
+    );
+    assert!(
+        value(&refused, "power_last_load_timestamp_seconds", &[])
+            >= value(&before, "power_last_load_timestamp_seconds", &[])
+    );
+
+    let public = Server::builder()
+        .file("nodes.yaml", TOPOLOGY)
+        .env("POWER_SERVER_METRICS_PUBLIC", "true")
+        .start();
+    assert_eq!(public.get("/metrics", "").status, 200);
+}

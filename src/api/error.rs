@@ -43,7 +43,7 @@ impl ApiError {
             Self::BadRequest(d) | Self::Forbidden(d) | Self::Internal(d) | Self::Unavailable(d) => {
                 d.clone()
             }
-            Self::NotFound => "no such route: expected /, /nodes, /groups or /healthz".into(),
+            Self::NotFound => "no such route: expected /, /nodes, /groups, /healthz or /metrics".into(),
             Self::MethodNotAllowed => {
                 "method not allowed: / takes GET, PATCH, PUT and DELETE; /nodes and /groups take GET"
                     .into()

@@ -29,6 +29,30 @@ pub fn healthz() -> Response {
     warp::reply::json(&serde_json::json!({ "status": "ok" })).into_response()
 }
 
+/// `GET /metrics`: the Prometheus text, for any valid token (or none,
+/// with `metrics_public`).
+pub fn metrics(app: Arc<App>, authorization: Option<String>) -> Response {
+    if !app.metrics_public {
+        if let Err(e) = authorize(&app, authorization.as_deref()) {
+            return e.into_response();
+        }
+    }
+    let loaded = app.state.current();
+    let text = app.engine.metrics().render(
+        app.engine.in_flight(),
+        loaded.topology.nodes().len(),
+        Some(app.state.last_load()),
+    );
+    let mut response = Response::new(text.into());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        crate::metrics::CONTENT_TYPE
+            .parse()
+            .expect("a valid header value"),
+    );
+    response
+}
+
 /// `GET /nodes`: the nodes the token can see, in topology order.
 pub fn nodes(app: Arc<App>, authorization: Option<String>) -> Response {
     let grant = match authorize(&app, authorization.as_deref()) {

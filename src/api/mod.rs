@@ -49,18 +49,26 @@ pub struct App {
     pub audit: Option<Audit>,
     /// Most names one hostlist may expand to.
     pub hostlist_limit: usize,
+    /// `GET /metrics` answers without a token.
+    pub metrics_public: bool,
 }
 
 /// Every route, with the rejection handler.
 pub fn routes(
     app: Arc<App>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let app_metrics = app.engine.metrics().clone();
     let with_app = warp::any().map(move || app.clone());
     let authorization = warp::header::optional::<String>("authorization");
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(handlers::healthz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(authorization)
+        .map(handlers::metrics);
     let nodes = warp::path!("nodes")
         .and(warp::get())
         .and(with_app.clone())
@@ -96,13 +104,40 @@ pub fn routes(
     // Every request's body is read first: one left unread makes the
     // connection's close a reset, which can cut the answer short.
     let any = healthz
+        .or(metrics)
+        .unify()
         .or(nodes)
         .unify()
         .or(groups)
         .unify()
         .or(power)
         .unify();
-    body_drained().and(any).recover(error::recover).unify()
+    let counted = app_metrics.clone();
+    body_drained()
+        .and(any)
+        .recover(error::recover)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            counted.request(
+                route_of(info.path()),
+                info.method().as_str(),
+                info.status().as_u16(),
+            )
+        }))
+        .map(warp::Reply::into_response)
+}
+
+/// A request's route for the metrics: the API's own paths, or `other`
+/// (a client's path never becomes a label).
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/nodes" => "/nodes",
+        "/groups" => "/groups",
+        "/healthz" => "/healthz",
+        "/metrics" => "/metrics",
+        _ => "other",
+    }
 }
 
 /// Request bodies read (and dropped) at most: no route takes one.
@@ -320,6 +355,7 @@ pub async fn serve(
         keys: Keys::new(secret, settings.hostlist_limit),
         audit,
         hostlist_limit: settings.hostlist_limit,
+        metrics_public: settings.metrics_public,
     });
 
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
