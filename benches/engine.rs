@@ -38,6 +38,7 @@ fn main() {
     .unwrap();
     let settings = LoadSettings {
         topology_named: true,
+        topology_files: Vec::new(),
         topology_dirs: vec![topology],
         drivers_dirs: vec![checkout.join("drivers")],
         runtime_dir: Some(tmp.path().join("run")),

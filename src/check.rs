@@ -7,10 +7,15 @@ use crate::topology::{Diagnostic, DriverSpec, LoadErrors, Resolved};
 use power_proto::hostlist;
 use std::fmt::Write as _;
 
-/// What `check` found: the report for stdout, or every error.
-pub fn check(settings: &LoadSettings) -> Result<String, LoadErrors> {
+/// What `check` found: the report for stdout, or every error. `notes` are
+/// what reading the config noticed (warnings of their own).
+pub fn check(settings: &LoadSettings, notes: &[String]) -> Result<String, LoadErrors> {
     let loaded = load(settings)?;
-    Ok(report(&loaded, &missing_tools(&loaded)))
+    let notes: Vec<Diagnostic> = notes
+        .iter()
+        .map(|n| Diagnostic::general(n.clone()))
+        .collect();
+    Ok(report(&loaded, &notes, &missing_tools(&loaded)))
 }
 
 /// Tools an inline command calls that `which` cannot find on PATH.
@@ -43,7 +48,7 @@ pub fn missing_tools(loaded: &Loaded) -> Vec<Diagnostic> {
     found
 }
 
-fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
+fn report(loaded: &Loaded, notes: &[Diagnostic], missing_tools: &[Diagnostic]) -> String {
     let mut out = String::new();
     let topology = &loaded.topology;
     out.push_str("files:\n");
@@ -102,7 +107,11 @@ fn report(loaded: &Loaded, missing_tools: &[Diagnostic]) -> String {
             hostlist::compress(&group.nodes)
         );
     }
-    let warnings: Vec<&Diagnostic> = loaded.warnings.iter().chain(missing_tools).collect();
+    let warnings: Vec<&Diagnostic> = notes
+        .iter()
+        .chain(&loaded.warnings)
+        .chain(missing_tools)
+        .collect();
     if !warnings.is_empty() {
         let _ = writeln!(out, "warnings:");
         for w in warnings {

@@ -70,6 +70,16 @@ pub struct Options {
     /// `GET /metrics` without a token (`POWER_SERVER_METRICS_PUBLIC`:
     /// `true` or `false`; default `false`).
     pub metrics_public: Option<bool>,
+    /// One more topology file, read after the directories (the reference's
+    /// single topology file; a relative path is from the working directory).
+    pub topology_config: Option<PathBuf>,
+    /// The directory drivers run in (the reference's `scripts_dir`); the
+    /// server's working directory by default.
+    pub scripts_dir: Option<PathBuf>,
+    /// What reading the file noticed: keys of the reference's config taken
+    /// differently or ignored. Not a key.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     /// How long running drivers may finish after SIGTERM, e.g. `30s`
     /// (`POWER_SERVER_SHUTDOWN_GRACE`).
     pub shutdown_grace: Option<String>,
@@ -98,6 +108,15 @@ pub enum ConfigError {
         /// The parser's message, with line and column.
         error: String,
     },
+    /// A setting of the reference's that this server does not offer.
+    Unsupported {
+        /// The setting.
+        setting: String,
+        /// The value given.
+        value: String,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
     /// A setting's value is unusable.
     Invalid {
         /// The setting (key or environment variable).
@@ -116,6 +135,11 @@ impl fmt::Display for ConfigError {
                 write!(f, "cannot read config file {}: {error}", path.display())
             }
             Self::Parse { path, error } => write!(f, "config file {}: {error}", path.display()),
+            Self::Unsupported {
+                setting,
+                value,
+                why,
+            } => write!(f, "{setting}: {value:?}: {why}"),
             Self::Invalid {
                 setting,
                 value,
@@ -142,6 +166,9 @@ impl Options {
             log_level: self.log_level.or(lower.log_level),
             log_format: self.log_format.or(lower.log_format),
             metrics_public: self.metrics_public.or(lower.metrics_public),
+            topology_config: self.topology_config.or(lower.topology_config),
+            scripts_dir: self.scripts_dir.or(lower.scripts_dir),
+            warnings: [self.warnings, lower.warnings].concat(),
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
             max_connections: self.max_connections.or(lower.max_connections),
@@ -189,19 +216,44 @@ impl Options {
             shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
             hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
             max_connections: number("POWER_SERVER_MAX_CONNECTIONS")?,
+            topology_config: None,
+            scripts_dir: None,
+            warnings: Vec::new(),
         })
     }
 
     /// Parse a config file's text (`path` is for messages). An empty file
     /// is an empty layer.
+    ///
+    /// The reference's config (Figaro's `application.yaml`) loads too, with
+    /// a warning for each key taken differently or ignored (see
+    /// [`migrate`]); its `remote_url` is refused.
     pub fn parse(text: &str, path: &Path) -> Result<Options, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Options::default());
         }
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             error: e.to_string(),
-        })
+        };
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_error)?;
+        let mut warnings = Vec::new();
+        let changed = match &mut value {
+            serde_yaml::Value::Mapping(map) => migrate(map, &mut warnings)?,
+            _ => false,
+        };
+        // Parsed from the text where nothing changed: its errors then say
+        // where (line and column).
+        let mut options: Options = if changed {
+            serde_yaml::from_value(value).map_err(parse_error)?
+        } else {
+            serde_yaml::from_str(text).map_err(parse_error)?
+        };
+        options.warnings = warnings
+            .into_iter()
+            .map(|w| format!("config file {}: {w}", path.display()))
+            .collect();
+        Ok(options)
     }
 
     /// The config file to read: `explicit` (which must exist), else
@@ -225,6 +277,81 @@ impl Options {
             error,
         })?;
         Options::parse(&text, &path)
+    }
+}
+
+/// Figaro's environment sections in the reference's config.
+const FIGARO_ENVIRONMENTS: [&str; 3] = ["development", "test", "production"];
+
+/// Take the reference's config keys into this server's: a quoted number
+/// for `num_worker_commands` (as its sample has it), `log_level: fatal`
+/// (errors only), `topology_config` and `scripts_dir` (kept, with a word
+/// on how they are read), and Figaro's per-environment sections and a lone
+/// `remote_cluster` (dropped). Each is a warning. `remote_url` (upstream
+/// mode) is refused. Keys left empty, as in its template, are dropped.
+/// Says whether anything changed.
+fn migrate(map: &mut serde_yaml::Mapping, warnings: &mut Vec<String>) -> Result<bool, ConfigError> {
+    use serde_yaml::Value;
+    let before = map.clone();
+    if let Some(url) = map.get("remote_url").filter(|v| !v.is_null()) {
+        return Err(ConfigError::Unsupported {
+            setting: "remote_url".into(),
+            value: scalar_text(url),
+            why: "upstream mode (the reference's nodeattr-server inventory) is not supported: list the nodes in topology fragments instead",
+        });
+    }
+    // Empty keys of the reference's template: nothing set.
+    map.retain(|_, v| !v.is_null());
+    for env in FIGARO_ENVIRONMENTS {
+        if map.remove(env).is_some() {
+            warnings.push(format!(
+                "the `{env}:` section is ignored: Figaro's per-environment settings do not apply here (set the keys at the top level)"
+            ));
+        }
+    }
+    if map.remove("remote_cluster").is_some() {
+        warnings.push(
+            "remote_cluster is ignored: it belongs to upstream mode (remote_url), which is not supported"
+                .into(),
+        );
+    }
+    for key in ["num_worker_commands", "concurrency"] {
+        if let Some(Value::String(text)) = map.get(key) {
+            if let Ok(n) = text.trim().parse::<u64>() {
+                map.insert(key.into(), Value::Number(n.into()));
+            }
+        }
+    }
+    if let Some(Value::String(level)) = map.get("log_level") {
+        if matches!(level.to_ascii_lowercase().as_str(), "fatal" | "unknown") {
+            warnings.push(format!(
+                "log_level: {level} is read as `error` (errors only)"
+            ));
+            map.insert("log_level".into(), Value::String("error".into()));
+        }
+    }
+    if let Some(file) = map.get("topology_config") {
+        warnings.push(format!(
+            "topology_config: {} is read as one more topology fragment, after the topology directories (a relative path is from the server's working directory)",
+            scalar_text(file)
+        ));
+    }
+    if let Some(dir) = map.get("scripts_dir") {
+        warnings.push(format!(
+            "scripts_dir: drivers run in {} (a relative path is from the server's working directory)",
+            scalar_text(dir)
+        ));
+    }
+    Ok(*map != before)
+}
+
+fn scalar_text(value: &serde_yaml::Value) -> String {
+    match value {
+        serde_yaml::Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -270,6 +397,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `GET /metrics` answers without a token.
     pub metrics_public: bool,
+    /// Where drivers run (the server's working directory when `None`).
+    pub working_dir: Option<PathBuf>,
+    /// What reading the config noticed, for the log (and `check`).
+    pub warnings: Vec<String>,
     /// How long running drivers may finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Most names one hostlist may expand to.
@@ -313,11 +444,16 @@ impl Settings {
         }
         Ok(Settings {
             bind,
-            load: load_settings(
-                options.topology_dirs,
-                options.drivers_dirs,
-                options.runtime_dir,
-            ),
+            load: LoadSettings {
+                topology_files: options.topology_config.into_iter().collect(),
+                ..load_settings(
+                    options.topology_dirs,
+                    options.drivers_dirs,
+                    options.runtime_dir,
+                )
+            },
+            working_dir: options.scripts_dir,
+            warnings: options.warnings,
             concurrency,
             secret: secret_source(options.jwt_shared_secret, options.secret_file),
             audit_log: options.audit_log,
@@ -369,6 +505,7 @@ pub fn load_settings(
     let topology_dirs = topology_dirs.filter(|d| !d.is_empty());
     LoadSettings {
         topology_named: topology_dirs.is_some(),
+        topology_files: Vec::new(),
         topology_dirs: topology_dirs
             .unwrap_or_else(|| paths::defaults(&paths::SYSTEM_TOPOLOGY_DIRS, "topology.d")),
         drivers_dirs: drivers_dirs
@@ -407,6 +544,62 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    /// The reference's config loads: each key it has that this server
+    /// takes differently or not at all is one warning, pinned here.
+    #[test]
+    fn the_reference_config_loads_with_a_warning_per_difference() {
+        let text = include_str!("../tests/fixtures/reference/application.yaml");
+        let o = Options::parse(text, Path::new("application.yaml")).unwrap();
+        assert_eq!(o.concurrency, Some(50), "a quoted number");
+        assert_eq!(o.log_level.as_deref(), Some("error"));
+        assert_eq!(o.topology_config, Some(PathBuf::from("topology.yaml")));
+        assert_eq!(o.scripts_dir, Some(PathBuf::from("scripts")));
+        assert_eq!(o.jwt_shared_secret, None, "an empty key sets nothing");
+        let at = "config file application.yaml: ";
+        assert_eq!(
+            o.warnings,
+            [
+                "the `development:` section is ignored: Figaro's per-environment settings do not apply here (set the keys at the top level)",
+                "the `test:` section is ignored: Figaro's per-environment settings do not apply here (set the keys at the top level)",
+                "remote_cluster is ignored: it belongs to upstream mode (remote_url), which is not supported",
+                "log_level: fatal is read as `error` (errors only)",
+                "topology_config: topology.yaml is read as one more topology fragment, after the topology directories (a relative path is from the server's working directory)",
+                "scripts_dir: drivers run in scripts (a relative path is from the server's working directory)",
+            ]
+            .map(|w| format!("{at}{w}"))
+        );
+        let s = Settings::resolve(o).unwrap();
+        assert_eq!(s.concurrency, 50);
+        assert_eq!(s.load.topology_files, [PathBuf::from("topology.yaml")]);
+        assert_eq!(s.working_dir, Some(PathBuf::from("scripts")));
+        assert_eq!(s.warnings.len(), 6);
+    }
+
+    #[test]
+    fn upstream_mode_is_refused_saying_so() {
+        let e = Options::parse(
+            "remote_url: http://nodeattr:6303
+remote_cluster: c1
+",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "remote_url: \"http://nodeattr:6303\": upstream mode (the reference's nodeattr-server \
+             inventory) is not supported: list the nodes in topology fragments instead"
+        );
+        // A config of this server's own keys parses as before, with lines.
+        let e = Options::parse(
+            "bind: x
+concurency: 3
+",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

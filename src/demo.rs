@@ -31,6 +31,7 @@ pub fn load_settings() -> LoadSettings {
         drivers_dirs: shipped("drivers", paths::SYSTEM_DRIVERS_DIRS[0]),
         runtime_dir: None,
         topology_named: true,
+        topology_files: Vec::new(),
     }
 }
 

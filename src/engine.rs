@@ -19,6 +19,7 @@ use crate::topology::{Node, Platform};
 use power_proto::wire::{Action, CommandAttributes};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,6 +112,8 @@ pub struct Engine {
     tasks: Option<tokio::runtime::Handle>,
     /// Driver runs and node results counted.
     metrics: Arc<Metrics>,
+    /// Where drivers run; the server's working directory when `None`.
+    working_dir: Option<PathBuf>,
 }
 
 /// Named async locks, made on first use. Keyed by the topology's shared
@@ -212,7 +215,17 @@ impl Engine {
             idle: Notify::new(),
             tasks: None,
             metrics: Arc::new(Metrics::new()),
+            working_dir: None,
         })
+    }
+
+    /// The same engine, running its drivers in `dir` (the reference's
+    /// `scripts_dir`).
+    pub fn in_dir(mut self: Arc<Self>, dir: Option<PathBuf>) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("an engine not yet shared")
+            .working_dir = dir;
+        self
     }
 
     /// The metrics its runs are counted in (the API serves them).
@@ -475,7 +488,9 @@ impl Engine {
             }
         };
 
-        let invocation = driver::plan(&self.inherited, driver.path.clone(), platform, node, action);
+        let mut invocation =
+            driver::plan(&self.inherited, driver.path.clone(), platform, node, action);
+        invocation.dir = self.working_dir.clone();
         let secrets = driver::plan::secrets(node);
         let (outcome, captured) = spawn::run(&invocation, self.stop.subscribe(), None).await;
         let result = interpret::interpret(
@@ -564,13 +579,14 @@ impl Engine {
             self.run_persistent(key, platform, &driver.path, &nodes, &mut answers)
                 .await
         } else {
-            let invocation = driver::plan_batch(
+            let mut invocation = driver::plan_batch(
                 &self.inherited,
                 driver.path.clone(),
                 platform,
                 &nodes,
                 action,
             );
+            invocation.dir = self.working_dir.clone();
             self.run_once(&invocation, &mut answers).await
         };
         self.metrics.driver_run(
@@ -654,7 +670,7 @@ impl Engine {
                 return ended(Exit::SpawnFailed(why), Vec::new());
             }
             tokio::time::sleep(wait).await;
-            match persistent::Process::start(program, &env).await {
+            match persistent::Process::start(program, &env, self.working_dir.as_deref()).await {
                 Ok(process) => slot.process = Some(process),
                 Err(e) => {
                     slot.failed();

@@ -19,6 +19,10 @@ pub struct LoadSettings {
     /// The topology directories were named (a flag, the environment or the
     /// config), not the defaults: then each must exist.
     pub topology_named: bool,
+    /// Single files read after the directories, each as one more fragment
+    /// of highest precedence (the reference's `topology_config`); each
+    /// must exist.
+    pub topology_files: Vec<PathBuf>,
 }
 
 /// Everything one load produced.
@@ -55,7 +59,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
                 .collect(),
         ));
     }
-    let mut loaded = topology::load(dirs)?;
+    let mut loaded = topology::load_with_files(dirs, &settings.topology_files)?;
     if absent.len() == dirs.len() {
         loaded.warnings.push(Diagnostic::general(format!(
             "no topology directory exists (looked in {})",

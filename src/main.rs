@@ -232,6 +232,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let (options, secret_config) = layers(flags, args.secret.config)?;
     let settings = Settings::resolve(options)?;
     init_logging(&settings.log_level, settings.log_format)?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     if let Some(path) = secret_config {
         config::warn_if_readable_by_others(&path);
     }
@@ -354,7 +357,10 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
 fn check(args: CheckArgs) -> Result<(), Failure> {
     let (options, _) = layers(args.load.options(), args.config)?;
     let settings = Settings::resolve(options)?;
-    write_stdout(&power_server::check::check(&settings.load)?)
+    write_stdout(&power_server::check::check(
+        &settings.load,
+        &settings.warnings,
+    )?)
 }
 
 fn exit(result: Result<(), Failure>) -> ExitCode {

@@ -1623,3 +1623,33 @@ fn metrics_are_prometheus_text_and_move_with_the_work() {
         .start();
     assert_eq!(public.get("/metrics", "").status, 200);
 }
+
+/// `scripts_dir` (the reference's) is where drivers run.
+#[test]
+fn drivers_run_in_scripts_dir() {
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("config.yaml");
+    std::fs::write(&config, format!("scripts_dir: {}\n", out.path().display())).unwrap();
+    let s = Server::builder()
+        .file(
+            "pwd.yaml",
+            "platforms:\n  pwd:\n    power_on: pwd > \"$FIXTURE_OUT/pwd\"\n    power_off: exit 0\n    restart: exit 0\n    status: exit 0\nstatic_nodes:\n  w1:\n    platform: pwd\n",
+        )
+        .env("FIXTURE_OUT", out.path())
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let reply = s.request("PATCH", "/?nodes=w1", Some(&s.token(&[])), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("pwd"))
+            .unwrap()
+            .trim(),
+        out.path().display().to_string()
+    );
+    assert!(
+        s.log().contains("scripts_dir: drivers run in"),
+        "{}",
+        s.log()
+    );
+}

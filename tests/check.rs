@@ -324,3 +324,41 @@ fn a_closed_stdout_is_not_a_crash() {
         assert_eq!(text(&out.stderr), "", "{command:?}");
     }
 }
+
+/// The reference's own config and topology file, moved as they are: they
+/// load, with warnings and no error (docs/migrating.md). Run from their
+/// directory, as the reference ran from its install directory.
+#[test]
+fn the_reference_config_and_topology_load_with_warnings() {
+    let dir = checkout().join("tests/fixtures/reference");
+    let out = Command::new(env!("CARGO_BIN_EXE_power-server"))
+        .current_dir(&dir)
+        .args(["check", "--config", "application.yaml", "--topology-dir"])
+        .arg(checkout().join("topology.d"))
+        .arg("--drivers-dir")
+        .arg(checkout().join("drivers"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("nodes: 3 (node[01-03])"), "{report}");
+    for line in [
+        "config file application.yaml: the `development:` section is ignored",
+        "config file application.yaml: the `test:` section is ignored",
+        "config file application.yaml: remote_cluster is ignored",
+        "config file application.yaml: log_level: fatal is read as `error`",
+        "config file application.yaml: topology_config: topology.yaml is read as one more topology fragment",
+        "config file application.yaml: scripts_dir: drivers run in scripts",
+    ] {
+        assert!(report.contains(line), "no {line:?} in:\n{report}");
+    }
+    // Its platforms are its own: they replace the shipped ones of the same name.
+    for platform in ["ipmi", "aws", "azure"] {
+        assert!(
+            report.contains("topology.yaml")
+                && report.contains(&format!("platform {platform}: replaces the one at")),
+            "{platform}: {report}"
+        );
+    }
+    assert!(report.ends_with("topology OK\n"), "{report}");
+}

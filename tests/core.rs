@@ -40,6 +40,7 @@ impl Fixture {
     fn load(dir: &Path) -> Arc<Loaded> {
         let settings = LoadSettings {
             topology_named: true,
+            topology_files: Vec::new(),
             topology_dirs: vec![dir.join("topology.d")],
             drivers_dirs: vec![
                 checkout().join("drivers"),
@@ -588,6 +589,7 @@ async fn missing_nodes_and_vanished_drivers_fail_clearly() {
     .unwrap();
     let settings = LoadSettings {
         topology_named: true,
+        topology_files: Vec::new(),
         topology_dirs: vec![topology],
         drivers_dirs: vec![drivers.clone()],
         runtime_dir: None,
@@ -662,6 +664,7 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
     .unwrap();
     let settings = LoadSettings {
         topology_named: true,
+        topology_files: Vec::new(),
         topology_dirs: vec![topology.clone()],
         drivers_dirs: vec![],
         runtime_dir: Some(tmp.path().join("run")),
@@ -742,6 +745,7 @@ async fn a_prelude_is_shared_by_every_action() {
     std::fs::write(tmp.path().join("t.yaml"), "platforms:\n  p:\n    prelude: |\n      f() {\n        if true; then :\n      }\n    status: f\n").unwrap();
     let settings = LoadSettings {
         topology_named: true,
+        topology_files: Vec::new(),
         topology_dirs: vec![tmp.path().to_path_buf()],
         drivers_dirs: vec![],
         runtime_dir: None,

@@ -125,6 +125,11 @@ pub struct Targets {
     /// NODES name groups, not nodes.
     #[arg(long, short = 'g')]
     pub groups: bool,
+    /// The reference client's `-n/--nodes` (NODES name nodes, as they do
+    /// anyway): accepted so its users' scripts keep working; hidden, as it
+    /// was deprecated there.
+    #[arg(long, short = 'n', hide = true, conflicts_with = "groups")]
+    pub nodes: bool,
 }
 
 /// Arguments of `power on`, `off` and `restart`.

@@ -5,8 +5,9 @@
 //! `base_url` and `jwt_token`), then `POWER_URL` / `POWER_TOKEN`, then
 //! `--url` / `--token`. The config file is the first found among `--config
 //! FILE`, `$POWER_CONFIG`, `$XDG_CONFIG_HOME/power/config.yaml` (else
-//! `~/.config/power/config.yaml`) and `/etc/power/config.yaml`; a file named
-//! explicitly (flag or variable) must exist.
+//! `~/.config/power/config.yaml`), `/etc/power/config.yaml` and where the
+//! reference client kept it, `/opt/flight/opt/power-client/etc/config.yaml`;
+//! a file named explicitly (flag or variable) must exist.
 //!
 //! [`merge`] is pure; [`load`] reads the file.
 
@@ -20,6 +21,10 @@ pub const DEFAULT_URL: &str = "http://localhost:6302";
 
 /// The system-wide config file.
 pub const SYSTEM_CONFIG: &str = "/etc/power/config.yaml";
+
+/// Where the reference client (OpenFlight's Ruby power-client) kept its
+/// config: read last, so a machine moved from it keeps working.
+pub const REFERENCE_CONFIG: &str = "/opt/flight/opt/power-client/etc/config.yaml";
 
 /// The resolved settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,7 +111,10 @@ pub fn candidates(flags: &Flags, env: &Env) -> Vec<(PathBuf, bool)> {
         .or_else(|| env.home.as_ref().map(|home| home.join(".config")));
     user.map(|dir| (dir.join("power").join("config.yaml"), false))
         .into_iter()
-        .chain([(PathBuf::from(SYSTEM_CONFIG), false)])
+        .chain([
+            (PathBuf::from(SYSTEM_CONFIG), false),
+            (PathBuf::from(REFERENCE_CONFIG), false),
+        ])
         .collect()
 }
 
@@ -232,7 +240,8 @@ mod tests {
             paths,
             [
                 (PathBuf::from("/home/u/.config/power/config.yaml"), false),
-                (PathBuf::from(SYSTEM_CONFIG), false)
+                (PathBuf::from(SYSTEM_CONFIG), false),
+                (PathBuf::from(REFERENCE_CONFIG), false)
             ]
         );
         let xdg = Env {

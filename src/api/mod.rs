@@ -332,7 +332,9 @@ pub async fn serve(
     };
     // Driver runs on threads of their own, nicer than the API's.
     let workers = Workers::start().map_err(ServeError::Runtime)?;
-    let engine = Engine::new(settings.concurrency, environment).on(workers.handle());
+    let engine = Engine::new(settings.concurrency, environment)
+        .on(workers.handle())
+        .in_dir(settings.working_dir.clone());
     // What escapes a driver's process group becomes this process's child,
     // and is killed (driver::orphans).
     match crate::driver::orphans::adopt() {

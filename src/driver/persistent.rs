@@ -50,8 +50,12 @@ pub struct Process {
 
 impl Process {
     /// Start `program serve` with exactly `env`.
-    pub async fn start(program: &Path, env: &[(OsString, OsString)]) -> std::io::Result<Self> {
-        let mut child = spawn::start(program, "serve", env, true).await?;
+    pub async fn start(
+        program: &Path,
+        env: &[(OsString, OsString)],
+        dir: Option<&Path>,
+    ) -> std::io::Result<Self> {
+        let mut child = spawn::start(program, "serve", env, true, dir).await?;
         let pgid = child
             .id()
             .map(|id| Pid::from_raw(id as i32))

@@ -23,6 +23,8 @@ pub struct Invocation {
     pub stdin: Option<Vec<u8>>,
     /// How long it may run.
     pub timeout: Duration,
+    /// The directory it runs in; the server's own when `None`.
+    pub dir: Option<PathBuf>,
 }
 
 /// The protocol's own variables: never inherited from the server.
@@ -65,6 +67,7 @@ pub fn plan(
         env,
         stdin: None,
         timeout: platform.timeout,
+        dir: None,
     }
 }
 
@@ -89,6 +92,7 @@ pub fn plan_batch(
         env,
         stdin: Some(super::batch::input(&platform.variables, nodes, 1)),
         timeout: platform.timeout,
+        dir: None,
     }
 }
 

@@ -128,7 +128,15 @@ pub async fn run(
 async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
     let program = &invocation.program;
     let piped = invocation.stdin.is_some();
-    start(program, invocation.action.as_str(), &invocation.env, piped).await
+    let dir = invocation.dir.as_deref();
+    start(
+        program,
+        invocation.action.as_str(),
+        &invocation.env,
+        piped,
+        dir,
+    )
+    .await
 }
 
 /// How much nicer than the engine's threads drivers run (in the server, 20
@@ -137,7 +145,8 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
 pub const DRIVER_NICE: i32 = 10;
 
 /// Start `program ARG` with exactly `env`, in its own process group, stdout
-/// and stderr piped, stdin piped or `/dev/null`, at [`DRIVER_NICE`].
+/// and stderr piped, stdin piped or `/dev/null`, at [`DRIVER_NICE`], in
+/// `dir` (the server's own working directory when `None`).
 ///
 /// The fork and exec run on a blocking-pool thread, not on an async
 /// worker: creating a process holds its thread for a while when many
@@ -148,10 +157,14 @@ pub(super) async fn start(
     arg: &str,
     env: &[(OsString, OsString)],
     stdin_piped: bool,
+    dir: Option<&Path>,
 ) -> std::io::Result<Child> {
     let mut attempts = 0;
     loop {
         let mut command = Command::new(program);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
             .arg(arg)
             .env_clear()

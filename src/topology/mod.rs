@@ -41,7 +41,23 @@ pub struct LoadedTopology {
 
 /// Load the topology from `dirs` (lowest precedence first).
 pub fn load(dirs: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
-    let sources = sources::resolve(dirs).map_err(LoadErrors)?;
+    load_with_files(dirs, &[])
+}
+
+/// Load the topology from `dirs` (lowest precedence first), then `files`,
+/// each read as one more fragment of still higher precedence.
+pub fn load_with_files(dirs: &[PathBuf], files: &[PathBuf]) -> Result<LoadedTopology, LoadErrors> {
+    let mut sources = sources::resolve(dirs).map_err(LoadErrors)?;
+    for (i, file) in files.iter().enumerate() {
+        if !file.is_file() {
+            return Err(LoadErrors(vec![Diagnostic::general(format!(
+                "topology file {} does not exist",
+                file.display()
+            ))]));
+        }
+        let name = file.file_name().unwrap_or_default().to_os_string();
+        sources.push((name, Resolved::File(file.clone()), dirs.len() + i));
+    }
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let budget = parse::Budget::default();
     let mut errors = Vec::new();

@@ -350,6 +350,23 @@ fn groups_select_nodes() {
     );
 }
 
+/// The reference client's `-n/--nodes` still works, hidden from help as
+/// it was deprecated there; it cannot be mixed with --groups.
+#[test]
+fn the_reference_nodes_flag_is_accepted() {
+    let server = server();
+    let token = server.token(&["--role", "operator"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&["on", "-n", "node01"]).expect(0, "node01  Starting\n", "");
+    power(&["status", "--nodes", "node01"]).expect(0, "node01  On\n", "");
+    let help = Power::at(&server, &token).args(&["status", "--help"]).run();
+    assert!(!help.stdout.contains("--nodes"), "{}", help.stdout);
+    let mixed = Power::at(&server, &token)
+        .args(&["status", "-n", "-g", "rack1"])
+        .run();
+    assert_eq!(mixed.code, 2, "{mixed:?}");
+}
+
 /// on, off and restart say the reference's words, change the (simulated)
 /// power, and exit 1 when a node failed or is missing.
 #[test]

@@ -517,6 +517,7 @@ mod tests {
         let targets = Targets {
             names: vec!["n[1-2]".into(), "login".into()],
             groups: false,
+            nodes: false,
         };
         let (target, asked) = target(&targets).unwrap();
         assert_eq!(target, Target::Nodes("n[1-2],login".into()));
@@ -524,6 +525,7 @@ mod tests {
         let bad = Targets {
             names: vec!["n[1-".into()],
             groups: true,
+            nodes: false,
         };
         let message = super::target(&bad).unwrap_err().to_string();
         assert!(
