@@ -628,6 +628,8 @@ fn healthz_and_unknown_routes() {
     assert_eq!(reply.json(), json!({"status": "ok"}));
     refused(&s.request("GET", "/nope", None, &[]), 404);
     refused(&s.request("POST", "/", None, &[]), 405);
+    refused(&s.request("POST", "/nodes", None, &[]), 405);
+    refused(&s.request("OPTIONS", "/", None, &[]), 405);
 }
 
 /// A client that trickles its headers a line at a time, and one that

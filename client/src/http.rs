@@ -84,12 +84,7 @@ impl Api {
         target: &Target,
         mut each: impl FnMut(&CommandAttributes),
     ) -> Result<Vec<CommandAttributes>, Failure> {
-        let method = match action {
-            Action::Status => Method::GET,
-            Action::PowerOn => Method::PATCH,
-            Action::PowerOff => Method::DELETE,
-            Action::Restart => Method::PUT,
-        };
+        let method = Method::from_bytes(action.method().as_bytes()).expect("a valid method");
         let accept = "application/x-ndjson, application/json;q=0.9";
         let response = self.send(method, "", Some(target), accept)?;
         if essence(&response) == "application/x-ndjson" {

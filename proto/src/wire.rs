@@ -32,6 +32,22 @@ impl Action {
         Action::Status,
     ];
 
+    /// The HTTP method that asks for this action on `/`, as the reference
+    /// API has it: `GET` status, `PATCH` on, `DELETE` off, `PUT` restart.
+    pub fn method(self) -> &'static str {
+        match self {
+            Action::Status => "GET",
+            Action::PowerOn => "PATCH",
+            Action::PowerOff => "DELETE",
+            Action::Restart => "PUT",
+        }
+    }
+
+    /// The action an HTTP method asks for on `/`, if any.
+    pub fn from_method(method: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.method() == method)
+    }
+
     /// The protocol name: `status`, `power_on`, `power_off`, `restart`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -215,4 +231,24 @@ pub struct ErrorObject {
     /// What was wrong, for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_action_has_the_reference_method_and_back() {
+        let methods: Vec<&str> = Action::ALL.iter().map(|a| a.method()).collect();
+        assert_eq!(methods, ["PATCH", "DELETE", "PUT", "GET"]);
+        for action in Action::ALL {
+            assert_eq!(Action::from_method(action.method()), Some(action));
+        }
+        assert_eq!(Action::from_method("POST"), None);
+        assert_eq!(
+            Action::from_method("get"),
+            None,
+            "methods are case-sensitive"
+        );
+    }
 }

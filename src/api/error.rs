@@ -70,11 +70,19 @@ impl Reply for ApiError {
     }
 }
 
+/// A method on `/` that asks for no action (`POST /`): a 405.
+#[derive(Debug)]
+pub struct NoSuchAction;
+
+impl warp::reject::Reject for NoSuchAction {}
+
 /// Map warp's own rejections (routing, query syntax) to the same documents.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
     let error = if rejection.is_not_found() {
         ApiError::NotFound
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some()
+        || rejection.find::<NoSuchAction>().is_some()
+    {
         ApiError::MethodNotAllowed
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         ApiError::BadRequest("the query string is not valid URL encoding".into())

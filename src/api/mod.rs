@@ -79,14 +79,11 @@ pub fn routes(
         .and(with_app.clone())
         .and(authorization)
         .map(handlers::groups);
-    let action = warp::get()
-        .map(|| Action::Status)
-        .or(warp::patch().map(|| Action::PowerOn))
-        .unify()
-        .or(warp::put().map(|| Action::Restart))
-        .unify()
-        .or(warp::delete().map(|| Action::PowerOff))
-        .unify();
+    // The method says the action (proto's one table of them).
+    let action = warp::method().and_then(|method: warp::http::Method| async move {
+        Action::from_method(method.as_str())
+            .ok_or_else(|| warp::reject::custom(error::NoSuchAction))
+    });
     let power = warp::path::end()
         .and(action)
         .and(warp::query::<Vec<(String, String)>>())

@@ -35,7 +35,24 @@ pub struct Outcome {
     /// The word's colour.
     pub tone: Tone,
     /// Where its outcome comes in a summary: good first, missing last.
-    pub rank: u8,
+    pub rank: Rank,
+}
+
+/// The order of outcomes in a summary, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rank {
+    /// On, or the action done (and with `--wait`, the state reached).
+    Done,
+    /// Off (status).
+    Off,
+    /// `--wait` saw the node, in the wrong state.
+    Late,
+    /// The state is not known.
+    Unknown,
+    /// The action failed.
+    Failed,
+    /// Not in the topology.
+    Missing,
 }
 
 /// The state a node is in when the action worked: on for on and restart,
@@ -82,26 +99,26 @@ pub fn outcome(result: &CommandAttributes) -> Outcome {
         error: None,
         word: good.to_string(),
         tone: Tone::Good,
-        rank: 0,
+        rank: Rank::Done,
     };
     if result.action == Action::Status {
         let state = reported_state(result);
         outcome.state = Some(state);
         outcome.success = result.success && state != PowerState::Unknown;
         (outcome.word, outcome.tone, outcome.rank) = match state {
-            PowerState::On => ("On".into(), Tone::Good, 0),
-            PowerState::Off => ("Off".into(), Tone::Plain, 1),
-            PowerState::Unknown => ("Unknown".into(), Tone::Bad, 3),
+            PowerState::On => ("On".into(), Tone::Good, Rank::Done),
+            PowerState::Off => ("Off".into(), Tone::Plain, Rank::Off),
+            PowerState::Unknown => ("Unknown".into(), Tone::Bad, Rank::Unknown),
         };
     } else if !result.success {
-        (outcome.word, outcome.tone, outcome.rank) = (bad.into(), Tone::Bad, 4);
+        (outcome.word, outcome.tone, outcome.rank) = (bad.into(), Tone::Bad, Rank::Failed);
     }
     if !outcome.success {
         outcome.error = error_of(result);
     }
     if result.missing {
         outcome.success = false;
-        outcome.rank = 5;
+        outcome.rank = Rank::Missing;
     }
     outcome
 }
@@ -118,7 +135,7 @@ pub fn waited(
     if seen == target {
         outcome.word = capitalised(target);
         outcome.tone = Tone::Good;
-        outcome.rank = 0;
+        outcome.rank = Rank::Done;
         return outcome;
     }
     outcome.success = false;
@@ -127,8 +144,8 @@ pub fn waited(
         humantime::format_duration(limit)
     ));
     (outcome.word, outcome.tone, outcome.rank) = match seen {
-        PowerState::Unknown => ("Unknown".into(), Tone::Bad, 3),
-        state => (format!("Still {state}"), Tone::Warn, 2),
+        PowerState::Unknown => ("Unknown".into(), Tone::Bad, Rank::Unknown),
+        state => (format!("Still {state}"), Tone::Warn, Rank::Late),
     };
     outcome
 }
@@ -217,7 +234,7 @@ pub fn render(
                 .collect(),
         }),
         Format::Summary => {
-            let mut lines: Vec<(u8, String, Tone, Vec<String>)> = Vec::new();
+            let mut lines: Vec<(Rank, String, Tone, Vec<String>)> = Vec::new();
             for o in outcomes {
                 let key = summary_key(o);
                 match lines.iter_mut().find(|line| line.1 == key) {
@@ -441,7 +458,10 @@ mod tests {
     fn missing_nodes_fail_and_group_apart() {
         let missing = CommandAttributes::missing(Action::PowerOn, "ghost");
         let o = outcome(&missing);
-        assert_eq!((o.success, &*o.word, o.rank), (false, "Failed to start", 5));
+        assert_eq!(
+            (o.success, &*o.word, o.rank),
+            (false, "Failed to start", Rank::Missing)
+        );
         assert_eq!(
             o.error.as_deref(),
             Some("node ghost is not in the topology")
