@@ -493,7 +493,7 @@ impl Engine {
         invocation.dir = self.working_dir.clone();
         let secrets = driver::plan::secrets(node);
         let (outcome, captured) = spawn::run(&invocation, self.stop.subscribe(), None).await;
-        let result = interpret::interpret(
+        let result = interpret(
             action,
             name,
             &platform.name,
@@ -623,7 +623,7 @@ impl Engine {
 
     /// The persistent driver process for `key` (platform, controller value
     /// and lane), once its chunk before this one is done.
-    async fn persistent_lane(&self, key: String) -> tokio::sync::OwnedMutexGuard<persistent::Slot> {
+    async fn persistent_lane(&self, key: String) -> OwnedMutexGuard<persistent::Slot> {
         let slot = {
             let mut table = self.persistent.lock().expect("slot table poisoned");
             table.entry(key).or_default().clone()

@@ -377,7 +377,7 @@ async fn a_flooding_driver_does_not_grow_memory_past_the_bound() {
     let before = rss_kib("VmRSS:");
     let t = &f.loaded.topology;
     let node = t.node("f1").unwrap();
-    let invocation = plan::plan(
+    let invocation = plan(
         &[("PATH".into(), std::env::var_os("PATH").unwrap())],
         f.loaded.drivers.by_platform["flood"].path.clone(),
         &t.platforms["flood"],

@@ -19,19 +19,50 @@ pub const DEFAULT_LIMIT: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostlistError {
     /// A `[` without its `]`, a `]` without its `[`, or nested brackets.
-    Unbalanced { term: String },
+    Unbalanced {
+        /// The term, as written.
+        term: String,
+    },
     /// A bracket with nothing in it: `node[]`.
-    EmptyBracket { term: String },
+    EmptyBracket {
+        /// The term, as written.
+        term: String,
+    },
     /// A bracket item that is neither a number nor a range: `node[a-c]`.
-    NotANumber { term: String, item: String },
+    NotANumber {
+        /// The term, as written.
+        term: String,
+        /// The bracket item.
+        item: String,
+    },
     /// A range whose lower bound comes second: `node[10-1]`.
-    ReversedRange { term: String, range: String },
+    ReversedRange {
+        /// The term, as written.
+        term: String,
+        /// The range.
+        range: String,
+    },
     /// A character that cannot appear in a host name.
-    InvalidChar { term: String, ch: char },
+    InvalidChar {
+        /// The term, as written.
+        term: String,
+        /// The character.
+        ch: char,
+    },
     /// A bracket number that does not fit in a `u64`.
-    NumberTooLarge { term: String, number: String },
+    NumberTooLarge {
+        /// The term, as written.
+        term: String,
+        /// The number, as written.
+        number: String,
+    },
     /// The expression would expand to more than `limit` names.
-    TooMany { limit: usize, count: u128 },
+    TooMany {
+        /// The most names allowed.
+        limit: usize,
+        /// How many it would expand to (before duplicates are dropped).
+        count: u128,
+    },
 }
 
 impl fmt::Display for HostlistError {

@@ -228,7 +228,7 @@ pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), 
     }
     let mut groups_out = BTreeMap::new();
     for (name, (mut group, at)) in groups {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         group.nodes.retain(|n| seen.insert(n.clone()));
         let unknown: Vec<&str> = group
             .nodes

@@ -561,7 +561,7 @@ fn wrong_password_is_refused_and_never_shown(mode: Mode) {
     // its last answer has ended the request.
     for conf in confs {
         let dir = Path::new(&conf).parent().unwrap().to_path_buf();
-        crate::support::poll(
+        support::poll(
             &format!("{conf} and its private directory to be removed"),
             Duration::from_secs(10),
             || (!Path::new(&conf).exists() && !dir.exists()).then_some(()),
