@@ -1,10 +1,26 @@
 //! The merged topology: nodes, platforms and groups as the server uses them.
 
 use super::diagnostic::Location;
-use super::parse::DriverSpec;
+use super::parse::At;
+use power_proto::wire::Action;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How a platform's actions are carried out: built by the driver module
+/// (a generated script, or the drop-in found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverSpec {
+    /// Inline shell per action, turned into a generated script.
+    Inline {
+        /// Shell run before every action (shared functions, settings).
+        prelude: Option<String>,
+        /// Each action's command.
+        commands: BTreeMap<Action, String>,
+    },
+    /// A drop-in executable found in the drivers directories.
+    DropIn(At<String>),
+}
 
 /// One node. A topology may hold 100,000 of them: the strings they share
 /// (platform and variable names, repeated values) are shared, not copied.

@@ -4,6 +4,7 @@
 //! the file is collected, not only the first, so one `check` shows them all.
 
 use super::diagnostic::{Diagnostic, Location};
+pub use super::model::DriverSpec;
 use super::yaml::{self, Mapping, Node, Scalar, Span};
 use power_proto::hostlist;
 use power_proto::wire::Action;
@@ -87,20 +88,6 @@ pub struct NodeDef {
     pub variables: Vec<(At<String>, String)>,
     /// The node's own `groups` list.
     pub groups: Vec<At<String>>,
-}
-
-/// How a platform's actions are carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DriverSpec {
-    /// Inline shell per action, turned into a generated script.
-    Inline {
-        /// Shell run before every action (shared functions, settings).
-        prelude: Option<String>,
-        /// Each action's command.
-        commands: BTreeMap<Action, String>,
-    },
-    /// A drop-in executable found in the drivers directories.
-    DropIn(At<String>),
 }
 
 /// One `platforms` entry.
