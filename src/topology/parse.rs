@@ -711,7 +711,7 @@ mod tests {
     }
 
     /// The reference server's documented topology.yaml, verbatim.
-    pub(crate) const REFERENCE: &str = include_str!("../../tests/fixtures/reference-topology.yaml");
+    pub(crate) const REFERENCE: &str = include_str!("../../tests/fixtures/reference/topology.yaml");
 
     #[test]
     fn the_reference_topology_parses_unchanged() {
