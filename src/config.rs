@@ -12,6 +12,7 @@
 use crate::engine::DEFAULT_CONCURRENCY;
 use crate::load::LoadSettings;
 use crate::paths;
+use crate::secret::{self, SecretSource};
 use power_proto::hostlist::DEFAULT_LIMIT;
 use serde::Deserialize;
 use std::fmt;
@@ -26,8 +27,6 @@ pub const DEFAULT_PORT: u16 = 6302;
 pub const DEFAULT_BIND: &str = "127.0.0.1:6302";
 /// The config file read when none is named, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/power-server/config.yaml";
-/// The secret file used by root when none is named.
-pub const SYSTEM_SECRET_FILE: &str = "/etc/power-server/jwt-secret";
 /// How long running drivers may go on after SIGTERM before they are killed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Connections served at once, unless set: more wait, unaccepted, until
@@ -369,15 +368,6 @@ pub fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-/// Where the JWT secret comes from, in the order it is looked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Given directly (environment or config file).
-    Value(String),
-    /// Read from this file, generated there if absent.
-    File(PathBuf),
-}
-
 /// Everything `serve` needs, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -455,7 +445,11 @@ impl Settings {
             working_dir: options.scripts_dir,
             warnings: options.warnings,
             concurrency,
-            secret: secret_source(options.jwt_shared_secret, options.secret_file),
+            secret: SecretSource::from_layers(
+                options.jwt_shared_secret,
+                options.secret_file,
+                || secret::default_file(|k| std::env::var_os(k), nix::unistd::geteuid().is_root()),
+            ),
             audit_log: options.audit_log,
             log_level: options.log_level.unwrap_or_else(|| "info".into()),
             log_format: match options.log_format.as_deref() {
@@ -469,30 +463,6 @@ impl Settings {
             max_connections,
         })
     }
-}
-
-/// The secret's source from a layer stack: a value if one was given, else
-/// the named file, else the default file.
-pub fn secret_source(value: Option<String>, file: Option<PathBuf>) -> SecretSource {
-    match (value, file) {
-        (Some(v), _) => SecretSource::Value(v),
-        (None, Some(f)) => SecretSource::File(f),
-        (None, None) => SecretSource::File(default_secret_file()),
-    }
-}
-
-/// Root's secret file is [`SYSTEM_SECRET_FILE`]; anyone else's is
-/// `$XDG_CONFIG_HOME/power-server/jwt-secret` (`~/.config` by default).
-pub fn default_secret_file() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from(SYSTEM_SECRET_FILE);
-    }
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    config.join("power-server").join("jwt-secret")
 }
 
 /// Topology and drivers directories: those given, else the packaged and

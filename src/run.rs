@@ -112,7 +112,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
             .map_err(|e| format!("--nodes: {e}"))?;
     }
     let fresh = match &settings.secret {
-        config::SecretSource::File(path) if !path.exists() => Some(path.clone()),
+        secret::SecretSource::File(path) if !path.exists() => Some(path.clone()),
         _ => None,
     };
     let secret = secret::obtain(&settings.secret)?;
@@ -160,7 +160,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     settings.load = demo::load_settings();
     settings.shutdown_grace = std::time::Duration::from_secs(5);
     let value = secret::generate();
-    settings.secret = config::SecretSource::Value(value.clone());
+    settings.secret = secret::SecretSource::Value(value.clone());
     let secret = secret::from_value(&value);
     let token = demo::token(&settings, &secret);
     let mut environment: Vec<_> = std::env::vars_os().collect();

@@ -4,7 +4,6 @@
 //!
 //! The secret is never written to a log, an error or a response.
 
-use crate::config::SecretSource;
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -117,6 +116,49 @@ pub fn scrub_from_environment() {
     }
 }
 
+/// The secret file used by root when none is named.
+pub const SYSTEM_SECRET_FILE: &str = "/etc/power-server/jwt-secret";
+
+/// Where the JWT secret comes from, in the order it is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Given directly (environment or config file).
+    Value(String),
+    /// Read from this file, generated there if absent.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// From the settings layers: a value if one was given, else the named
+    /// file, else `default` (see [`default_file`]).
+    pub fn from_layers(
+        value: Option<String>,
+        file: Option<PathBuf>,
+        default: impl FnOnce() -> PathBuf,
+    ) -> SecretSource {
+        match (value, file) {
+            (Some(v), _) => SecretSource::Value(v),
+            (None, Some(f)) => SecretSource::File(f),
+            (None, None) => SecretSource::File(default()),
+        }
+    }
+}
+
+/// The secret file when none is named: root's is [`SYSTEM_SECRET_FILE`];
+/// anyone else's is `$XDG_CONFIG_HOME/power-server/jwt-secret`
+/// (`$HOME/.config` by default), the variables looked up with `var`.
+pub fn default_file(var: impl Fn(&str) -> Option<std::ffi::OsString>, root: bool) -> PathBuf {
+    if root {
+        return PathBuf::from(SYSTEM_SECRET_FILE);
+    }
+    let config = var("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.join("power-server").join("jwt-secret")
+}
+
 /// A fresh random secret, hex-encoded (also used by `demo`).
 pub fn generate() -> String {
     let mut bytes = [0u8; GENERATED_BYTES];
@@ -187,6 +229,28 @@ fn read_or_generate(path: &Path) -> Result<Secret, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_file_is_root_s_or_the_user_s_config() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.into())
+        };
+        assert_eq!(
+            default_file(vars(&[]), true),
+            PathBuf::from(SYSTEM_SECRET_FILE)
+        );
+        assert_eq!(
+            default_file(vars(&[("HOME", "/home/u")]), false),
+            PathBuf::from("/home/u/.config/power-server/jwt-secret")
+        );
+        assert_eq!(
+            default_file(
+                vars(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/x")]),
+                false
+            ),
+            PathBuf::from("/x/power-server/jwt-secret")
+        );
+    }
 
     #[test]
     fn a_missing_file_is_generated_private_and_then_reused() {
