@@ -314,61 +314,19 @@ pub async fn serve(
     use tokio::signal::unix::{signal, SignalKind};
 
     raise_open_files_limit();
-
-    let load = settings.load.clone();
-    let state = tokio::task::spawn_blocking(move || State::load(load))
-        .await
-        .expect("loading does not panic")
-        .map_err(ServeError::Load)?;
-    let audit = match &settings.audit_log {
-        Some(path) => Some(Audit::open(path).map_err(|error| ServeError::Audit {
-            path: path.clone(),
-            error,
-        })?),
-        None => None,
-    };
-    // Driver runs on threads of their own, nicer than the API's.
-    let workers = Workers::start().map_err(ServeError::Runtime)?;
-    let engine = Engine::new(settings.concurrency, environment)
-        .on(workers.handle())
-        .in_dir(settings.working_dir.clone());
-    // What escapes a driver's process group becomes this process's child,
-    // and is killed (driver::orphans).
-    match crate::driver::orphans::adopt() {
-        Ok(()) => {
-            engine.spawn(async {
-                let mut every = tokio::time::interval(crate::driver::orphans::SWEEP_EVERY);
-                loop {
-                    every.tick().await;
-                    let _ = tokio::task::spawn_blocking(crate::driver::orphans::sweep).await;
-                }
-            });
-        }
-        Err(e) => tracing::warn!(
-            "cannot adopt what escapes a driver's process group ({e}): such processes may outlive their run"
-        ),
-    }
-    let app = Arc::new(App {
-        state: state.clone(),
-        engine: engine.clone(),
-        keys: Keys::new(secret, settings.hostlist_limit),
-        audit,
-        hostlist_limit: settings.hostlist_limit,
-        metrics_public: settings.metrics_public,
-    });
+    let (app, workers) = prepare(settings, secret, environment).await?;
+    let (state, engine) = (app.state.clone(), app.engine.clone());
 
     let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let reloader = state.reload_on_sighup().map_err(ServeError::Signals)?;
 
-    let listener = listen(settings.bind).map_err(|error| ServeError::Bind {
+    let bind_error = |error| ServeError::Bind {
         addr: settings.bind,
         error,
-    })?;
-    let addr = listener.local_addr().map_err(|error| ServeError::Bind {
-        addr: settings.bind,
-        error,
-    })?;
+    };
+    let listener = listen(settings.bind).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     let loaded = state.current();
     tracing::info!(
         nodes = loaded.topology.nodes().len(),
@@ -427,6 +385,64 @@ pub async fn serve(
     drop(workers);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Everything the routes need, before anything listens: the topology
+/// (loaded off the async workers), the audit log, and the engine on a
+/// runtime of its own, adopting what escapes its drivers.
+async fn prepare(
+    settings: &Settings,
+    secret: &Secret,
+    environment: Vec<(OsString, OsString)>,
+) -> Result<(Arc<App>, Workers), ServeError> {
+    let load = settings.load.clone();
+    let state = tokio::task::spawn_blocking(move || State::load(load))
+        .await
+        .expect("loading does not panic")
+        .map_err(ServeError::Load)?;
+    let audit = match &settings.audit_log {
+        Some(path) => Some(Audit::open(path).map_err(|error| ServeError::Audit {
+            path: path.clone(),
+            error,
+        })?),
+        None => None,
+    };
+    // Driver runs on threads of their own, nicer than the API's.
+    let workers = Workers::start().map_err(ServeError::Runtime)?;
+    let engine = Engine::new(settings.concurrency, environment)
+        .on(workers.handle())
+        .in_dir(settings.working_dir.clone());
+    adopt_orphans(&engine);
+    let app = Arc::new(App {
+        state,
+        engine,
+        keys: Keys::new(secret, settings.hostlist_limit),
+        audit,
+        hostlist_limit: settings.hostlist_limit,
+        metrics_public: settings.metrics_public,
+    });
+    Ok((app, workers))
+}
+
+/// Make what escapes a driver's process group this process's child, and
+/// kill such processes every [`orphans::SWEEP_EVERY`] (see
+/// [`crate::driver::orphans`]); where that cannot be, say so.
+fn adopt_orphans(engine: &Engine) {
+    use crate::driver::orphans;
+    match orphans::adopt() {
+        Ok(()) => {
+            engine.spawn(async {
+                let mut every = tokio::time::interval(orphans::SWEEP_EVERY);
+                loop {
+                    every.tick().await;
+                    let _ = tokio::task::spawn_blocking(orphans::sweep).await;
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "cannot adopt what escapes a driver's process group ({e}): such processes may outlive their run"
+        ),
+    }
 }
 
 #[cfg(test)]
