@@ -8,7 +8,7 @@
 //! timeout and interpretation. Run with `cargo bench --bench engine`.
 
 use power_server::engine::Engine;
-use power_server::load::{load, LoadSettings};
+use power_server::load::{LoadSettings, Loaded};
 use power_server::wire::Action;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,7 +44,7 @@ fn main() {
         runtime_dir: Some(tmp.path().join("run")),
     };
     let started = Instant::now();
-    let loaded = Arc::new(load(&settings).unwrap());
+    let loaded = Arc::new(Loaded::read(&settings).unwrap());
     println!(
         "load {} nodes: {:.1} ms",
         2 * nodes,

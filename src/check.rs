@@ -2,7 +2,7 @@
 //! say what was found, so an admin can try a change before reloading.
 
 use crate::driver::{generate, DriverKind};
-use crate::load::{load, LoadSettings, Loaded};
+use crate::load::{LoadSettings, Loaded};
 use crate::topology::{Diagnostic, DriverSpec, LoadErrors, Resolved};
 use power_proto::hostlist;
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 /// What `check` found: the report for stdout, or every error. `notes` are
 /// what reading the config noticed (warnings of their own).
 pub fn check(settings: &LoadSettings, notes: &[String]) -> Result<String, LoadErrors> {
-    let loaded = load(settings)?;
+    let loaded = Loaded::read(settings)?;
     let notes: Vec<Diagnostic> = notes
         .iter()
         .map(|n| Diagnostic::general(n.clone()))

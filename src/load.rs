@@ -38,50 +38,52 @@ pub struct Loaded {
     pub files: Vec<(OsString, Resolved)>,
 }
 
-/// Load and validate exactly as the server does (`check` calls this too).
-///
-/// Nothing to serve is never silent: a named topology directory that does
-/// not exist is an error; no default directory existing, or no node at
-/// all, is a warning.
-pub fn load(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
-    let dirs = &settings.topology_dirs;
-    let absent: Vec<&PathBuf> = dirs.iter().filter(|d| !d.exists()).collect();
-    if settings.topology_named && !absent.is_empty() {
-        return Err(LoadErrors(
-            absent
-                .iter()
-                .map(|d| {
-                    Diagnostic::general(format!(
-                        "topology directory {} does not exist",
-                        d.display()
-                    ))
-                })
-                .collect(),
-        ));
+impl Loaded {
+    /// Load and validate exactly as the server does (`check` calls this too).
+    ///
+    /// Nothing to serve is never silent: a named topology directory that does
+    /// not exist is an error; no default directory existing, or no node at
+    /// all, is a warning.
+    pub fn read(settings: &LoadSettings) -> Result<Loaded, LoadErrors> {
+        let dirs = &settings.topology_dirs;
+        let absent: Vec<&PathBuf> = dirs.iter().filter(|d| !d.exists()).collect();
+        if settings.topology_named && !absent.is_empty() {
+            return Err(LoadErrors(
+                absent
+                    .iter()
+                    .map(|d| {
+                        Diagnostic::general(format!(
+                            "topology directory {} does not exist",
+                            d.display()
+                        ))
+                    })
+                    .collect(),
+            ));
+        }
+        let mut loaded = topology::load_with_files(dirs, &settings.topology_files)?;
+        if absent.len() == dirs.len() {
+            loaded.warnings.push(Diagnostic::general(format!(
+                "no topology directory exists (looked in {})",
+                list(dirs)
+            )));
+        } else if loaded.topology.nodes().is_empty() {
+            loaded.warnings.push(Diagnostic::general(format!(
+                "the topology has no node: nothing to serve (read {})",
+                list(dirs)
+            )));
+        }
+        let drivers = driver::build(
+            &loaded.topology,
+            &settings.drivers_dirs,
+            settings.runtime_dir.as_deref(),
+        )?;
+        Ok(Loaded {
+            topology: loaded.topology,
+            drivers,
+            warnings: loaded.warnings,
+            files: loaded.files,
+        })
     }
-    let mut loaded = topology::load_with_files(dirs, &settings.topology_files)?;
-    if absent.len() == dirs.len() {
-        loaded.warnings.push(Diagnostic::general(format!(
-            "no topology directory exists (looked in {})",
-            list(dirs)
-        )));
-    } else if loaded.topology.nodes().is_empty() {
-        loaded.warnings.push(Diagnostic::general(format!(
-            "the topology has no node: nothing to serve (read {})",
-            list(dirs)
-        )));
-    }
-    let drivers = driver::build(
-        &loaded.topology,
-        &settings.drivers_dirs,
-        settings.runtime_dir.as_deref(),
-    )?;
-    Ok(Loaded {
-        topology: loaded.topology,
-        drivers,
-        warnings: loaded.warnings,
-        files: loaded.files,
-    })
 }
 
 fn list(dirs: &[PathBuf]) -> String {

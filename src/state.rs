@@ -5,7 +5,7 @@
 //! aside and swaps it in only if it is valid: a broken fragment leaves the
 //! running topology in place.
 
-use crate::load::{load, LoadSettings, Loaded};
+use crate::load::{LoadSettings, Loaded};
 use crate::topology::LoadErrors;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -21,8 +21,8 @@ pub struct State {
 
 impl State {
     /// Load for the first time; fails with every error if the topology is unusable.
-    pub fn load(settings: LoadSettings) -> Result<Arc<Self>, LoadErrors> {
-        let loaded = load(&settings)?;
+    pub fn start(settings: LoadSettings) -> Result<Arc<Self>, LoadErrors> {
+        let loaded = Loaded::read(&settings)?;
         log_warnings(&loaded);
         release_free_memory();
         Ok(Arc::new(State {
@@ -45,7 +45,7 @@ impl State {
     /// Load again; on success the new load replaces the current one, on
     /// failure nothing changes and the errors are returned.
     pub fn reload(&self) -> Result<Arc<Loaded>, LoadErrors> {
-        let loaded = load(&self.settings);
+        let loaded = Loaded::read(&self.settings);
         *self.last_load.lock().expect("state lock poisoned") = (SystemTime::now(), loaded.is_ok());
         let loaded = Arc::new(loaded?);
         log_warnings(&loaded);

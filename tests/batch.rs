@@ -3,7 +3,7 @@
 //! test says what it protects.
 
 use crate::core::{eventually, gone, Fixture};
-use power_server::load::{load, LoadSettings};
+use power_server::load::{LoadSettings, Loaded};
 use power_server::wire::{Action, CommandAttributes, PowerState};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -273,7 +273,7 @@ fn a_tab_in_a_value_is_refused_at_load_for_batch_platforms_only() {
         runtime_dir: Some(dir.path().join("run")),
     };
     std::fs::write(topology.join("t.yaml"), text("    batch: true\n")).unwrap();
-    let error = load(&settings).unwrap_err().to_string();
+    let error = Loaded::read(&settings).unwrap_err().to_string();
     assert!(
         error.contains(
             "t.yaml:9:5: node n[1-3]: variable mode: the value holds a TAB, which cannot be sent \
@@ -282,7 +282,7 @@ fn a_tab_in_a_value_is_refused_at_load_for_batch_platforms_only() {
         "{error}"
     );
     std::fs::write(topology.join("t.yaml"), text("")).unwrap();
-    assert!(load(&settings).is_ok());
+    assert!(Loaded::read(&settings).is_ok());
 }
 
 /// The shipped `sim` driver in batch mode keeps the same state as per

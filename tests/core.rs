@@ -2,7 +2,7 @@
 //! executables, the real engine. Each test says what it protects.
 
 use power_server::engine::Engine;
-use power_server::load::{load, LoadSettings, Loaded};
+use power_server::load::{LoadSettings, Loaded};
 use power_server::wire::{Action, CommandAttributes, PowerState};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -50,7 +50,7 @@ impl Fixture {
             ],
             runtime_dir: Some(dir.join("run")),
         };
-        Arc::new(load(&settings).unwrap_or_else(|e| panic!("{e}")))
+        Arc::new(Loaded::read(&settings).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// The same files loaded again, as a reload does: a new load, while
@@ -594,7 +594,7 @@ async fn missing_nodes_and_vanished_drivers_fail_clearly() {
         drivers_dirs: vec![drivers.clone()],
         runtime_dir: None,
     };
-    let loaded = Arc::new(load(&settings).unwrap());
+    let loaded = Arc::new(Loaded::read(&settings).unwrap());
     std::fs::remove_file(drivers.join("sim")).unwrap();
     let r = engine
         .run_all(loaded, Action::PowerOn, vec!["s1".into()])
@@ -669,7 +669,7 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
         drivers_dirs: vec![],
         runtime_dir: Some(tmp.path().join("run")),
     };
-    let state = State::load(settings).unwrap();
+    let state = State::start(settings).unwrap();
     let first = state.current();
     let first_script = first.drivers.by_platform["p"].path.clone();
 
@@ -750,7 +750,7 @@ async fn a_prelude_is_shared_by_every_action() {
         drivers_dirs: vec![],
         runtime_dir: None,
     };
-    let error = load(&settings).unwrap_err().to_string();
+    let error = Loaded::read(&settings).unwrap_err().to_string();
     assert!(
         error.contains("t.yaml:2:3: platform p: shell syntax error in prelude, line "),
         "{error}"

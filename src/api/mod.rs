@@ -396,7 +396,7 @@ async fn prepare(
     environment: Vec<(OsString, OsString)>,
 ) -> Result<(Arc<App>, Workers), ServeError> {
     let load = settings.load.clone();
-    let state = tokio::task::spawn_blocking(move || State::load(load))
+    let state = tokio::task::spawn_blocking(move || State::start(load))
         .await
         .expect("loading does not panic")
         .map_err(ServeError::Load)?;
