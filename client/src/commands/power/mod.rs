@@ -1,0 +1,211 @@
+//! `power status|on|off|restart NODES... [--groups] [--wait]`: run an action,
+//! optionally wait for the state, and report one outcome per node.
+//!
+//! The mapping from a server result to the reference client's words
+//! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
+//! requests.
+
+mod outcome;
+mod report;
+mod wait;
+
+pub use outcome::{outcome, reported_state, target_state, waited, Outcome, Rank};
+pub use report::{render, Report, ReportNode};
+
+use crate::cli::{ActionArgs, Targets};
+use crate::exit::{Exit, Failure};
+use crate::http::{Api, Target};
+use crate::output::{self, Format};
+use crate::progress::Progress;
+use power_proto::hostlist;
+use power_proto::wire::{Action, CommandAttributes, PowerState};
+use std::collections::HashMap;
+use std::time::Duration;
+use wait::poll;
+
+/// Joins the NODES arguments into one expression and checks its grammar
+/// locally, so a typo is a usage error before anything is sent.
+pub fn target(targets: &Targets) -> Result<(Target, Option<Vec<String>>), Failure> {
+    let expr = targets.names.join(",");
+    let what = if targets.groups { "group" } else { "node" };
+    let names = hostlist::expand(&expr, hostlist::DEFAULT_LIMIT)
+        .map_err(|e| Failure::Usage(format!("bad {what} list `{expr}`: {e}")))?;
+    if names.is_empty() {
+        return Err(Failure::Usage(format!("no {what}s named in `{expr}`")));
+    }
+    Ok(if targets.groups {
+        (Target::Groups(expr), None)
+    } else {
+        (Target::Nodes(expr), Some(names))
+    })
+}
+
+/// Sorts results in the order the nodes were asked for (natural order for
+/// groups, or anything not asked for).
+fn sort(results: &mut [CommandAttributes], asked: Option<&[String]>) {
+    let position: HashMap<&str, usize> = asked
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    // Each position looked up once, not once per comparison.
+    results.sort_by_cached_key(|r| {
+        position
+            .get(r.node_name.as_str())
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    let unasked = results
+        .iter()
+        .position(|r| !position.contains_key(r.node_name.as_str()))
+        .unwrap_or(results.len());
+    results[unasked..].sort_by(|a, b| output::natural_cmp(&a.node_name, &b.node_name));
+}
+
+/// Options for [`status`] and [`action`] that come from the command line.
+pub struct Options {
+    /// The output format.
+    pub format: Format,
+    /// Colour the words.
+    pub colour: bool,
+}
+
+/// `power status`.
+pub fn status(api: &Api, targets: &Targets, options: &Options) -> Result<Exit, Failure> {
+    run(api, Action::Status, targets, None, options)
+}
+
+/// `power on|off|restart`.
+pub fn action(
+    api: &Api,
+    action: Action,
+    args: &ActionArgs,
+    options: &Options,
+) -> Result<Exit, Failure> {
+    let wait = args.wait.then_some(args.wait_timeout);
+    run(api, action, &args.targets, wait, options)
+}
+
+fn run(
+    api: &Api,
+    action: Action,
+    targets: &Targets,
+    wait: Option<Duration>,
+    options: &Options,
+) -> Result<Exit, Failure> {
+    let (target, asked) = target(targets)?;
+    let progress = Progress::start(asked.as_ref().map(Vec::len), action.as_str());
+    let mut results = api.power(action, &target, |_| progress.inc())?;
+    progress.finish();
+    sort(&mut results, asked.as_deref());
+    let mut outcomes: Vec<Outcome> = results.iter().map(outcome).collect();
+    let goal = wait.and_then(|_| target_state(action));
+    if let (Some(limit), Some(goal)) = (wait, goal) {
+        let pending: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.success)
+            .map(|o| o.name.clone())
+            .collect();
+        let seen = poll(api, &pending, goal, limit)?;
+        for o in outcomes.iter_mut().filter(|o| o.success) {
+            let state = seen.get(&o.name).copied().unwrap_or(PowerState::Unknown);
+            *o = waited(o.clone(), goal, state, limit);
+        }
+        let late: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.state.is_some_and(|s| s != goal))
+            .map(|o| o.name.as_str())
+            .collect();
+        if !late.is_empty() {
+            let nodes = if late.len() == 1 { "node" } else { "nodes" };
+            output::warn(&format!(
+                "{} {nodes} did not reach {goal} within {}: {}",
+                late.len(),
+                humantime::format_duration(limit),
+                hostlist::compress(&late)
+            ));
+        }
+    }
+    output::write_stdout(&render(
+        action,
+        goal,
+        &outcomes,
+        options.format,
+        options.colour,
+    ))?;
+    Ok(if outcomes.iter().all(|o| o.success) {
+        Exit::Success
+    } else {
+        Exit::NodesFailed
+    })
+}
+
+/// Results to build tests on, shared by the tests of the submodules.
+#[cfg(test)]
+mod test_support {
+    use power_proto::wire::{Action, CommandAttributes, PowerState};
+
+    pub(super) fn result(action: Action, name: &str, success: bool) -> CommandAttributes {
+        CommandAttributes {
+            action,
+            node_name: name.into(),
+            platform: Some("sim".into()),
+            missing: false,
+            success,
+            running: None,
+            state: None,
+            error: (!success).then(|| "sim: boom".to_string()),
+            exit_code: (!success).then_some(1),
+            duration_ms: 1,
+        }
+    }
+
+    pub(super) fn status(name: &str, state: Option<PowerState>) -> CommandAttributes {
+        let mut r = result(Action::Status, name, state.is_some());
+        r.running = Some(state == Some(PowerState::On));
+        r.state = Some(state.unwrap_or(PowerState::Unknown));
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::result;
+    use super::*;
+
+    #[test]
+    fn orders_as_asked() {
+        let mut results = vec![
+            result(Action::PowerOn, "b", true),
+            result(Action::PowerOn, "z10", true),
+            result(Action::PowerOn, "a", true),
+            result(Action::PowerOn, "z9", true),
+        ];
+        sort(&mut results, Some(&["b".to_string(), "a".to_string()]));
+        let names: Vec<_> = results.iter().map(|r| r.node_name.as_str()).collect();
+        assert_eq!(names, ["b", "a", "z9", "z10"]);
+    }
+
+    #[test]
+    fn checks_hostlists_locally() {
+        let targets = Targets {
+            names: vec!["n[1-2]".into(), "login".into()],
+            groups: false,
+            nodes: false,
+        };
+        let (target, asked) = target(&targets).unwrap();
+        assert_eq!(target, Target::Nodes("n[1-2],login".into()));
+        assert_eq!(asked.unwrap(), ["n1", "n2", "login"]);
+        let bad = Targets {
+            names: vec!["n[1-".into()],
+            groups: true,
+            nodes: false,
+        };
+        let message = super::target(&bad).unwrap_err().to_string();
+        assert!(
+            message.starts_with("bad group list `n[1-`: unbalanced"),
+            "{message}"
+        );
+    }
+}

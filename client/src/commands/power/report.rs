@@ -1,0 +1,141 @@
+//! The reports: the outcomes as a table, a summary or a `--json` document.
+
+use super::outcome::{Outcome, Rank};
+use crate::output::{self, Format, Row, Tone};
+use power_proto::wire::{Action, PowerState};
+use serde::Serialize;
+
+/// The `--json` document: stable keys, one entry per node.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// `status`, `power_on`, `power_off` or `restart`.
+    pub action: Action,
+    /// The state waited for (`--wait`), else null.
+    pub wait: Option<PowerState>,
+    /// One entry per node, in the order of the table.
+    pub nodes: Vec<ReportNode<'a>>,
+}
+
+/// One node in the `--json` document.
+#[derive(Debug, Serialize)]
+pub struct ReportNode<'a> {
+    /// The node.
+    pub name: &'a str,
+    /// `on`, `off`, `unknown`, or null when not known (an action without
+    /// `--wait`).
+    pub state: Option<PowerState>,
+    /// Did what was asked (with `--wait`: and reached the state).
+    pub success: bool,
+    /// Not in the topology.
+    pub missing: bool,
+    /// The table's word, lowercase: `on`, `starting`, `failed to start`, ...
+    pub outcome: String,
+    /// Why it did not succeed, else null.
+    pub error: Option<&'a str>,
+}
+
+/// The outcome key a summary groups a node under.
+fn summary_key(outcome: &Outcome) -> String {
+    if outcome.missing {
+        "missing".into()
+    } else {
+        outcome.word.to_lowercase()
+    }
+}
+
+/// Renders the outcomes in `format`.
+pub fn render(
+    action: Action,
+    wait: Option<PowerState>,
+    outcomes: &[Outcome],
+    format: Format,
+    colour: bool,
+) -> String {
+    match format {
+        Format::Table => {
+            let rows: Vec<Row> = outcomes
+                .iter()
+                .map(|o| Row {
+                    name: o.name.clone(),
+                    word: o.word.clone(),
+                    tone: o.tone,
+                    note: o.error.clone(),
+                })
+                .collect();
+            output::table(&rows, colour)
+        }
+        Format::Json => output::json(&Report {
+            action,
+            wait,
+            nodes: outcomes
+                .iter()
+                .map(|o| ReportNode {
+                    name: &o.name,
+                    state: o.state,
+                    success: o.success,
+                    missing: o.missing,
+                    outcome: o.word.to_lowercase(),
+                    error: o.error.as_deref(),
+                })
+                .collect(),
+        }),
+        Format::Summary => {
+            let mut lines: Vec<(Rank, String, Tone, Vec<String>)> = Vec::new();
+            for o in outcomes {
+                let key = summary_key(o);
+                match lines.iter_mut().find(|line| line.1 == key) {
+                    Some(line) => line.3.push(o.name.clone()),
+                    None => lines.push((o.rank, key, o.tone, vec![o.name.clone()])),
+                }
+            }
+            // Stable: equal ranks keep the order of first appearance.
+            lines.sort_by_key(|line| line.0);
+            let lines: Vec<_> = lines.into_iter().map(|(_, k, t, n)| (k, t, n)).collect();
+            output::summary(&lines, colour)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::power::outcome::outcome;
+    use crate::commands::power::test_support::status;
+    use power_proto::wire::CommandAttributes;
+
+    #[test]
+    fn renders_each_format() {
+        let outcomes: Vec<Outcome> = [
+            status("n01", Some(PowerState::On)),
+            status("n02", Some(PowerState::Off)),
+            status("n03", Some(PowerState::On)),
+            CommandAttributes::missing(Action::Status, "x"),
+        ]
+        .iter()
+        .map(outcome)
+        .collect();
+        let table = render(Action::Status, None, &outcomes, Format::Table, false);
+        assert_eq!(
+            table,
+            "n01  On\nn02  Off\nn03  On\nx    Unknown  node x is not in the topology\n"
+        );
+        let summary = render(Action::Status, None, &outcomes, Format::Summary, false);
+        assert_eq!(summary, "on: n[01,03]\noff: n02\nmissing: x\n");
+        let json: serde_json::Value = serde_json::from_str(&render(
+            Action::Status,
+            None,
+            &outcomes,
+            Format::Json,
+            false,
+        ))
+        .unwrap();
+        assert_eq!(
+            json["nodes"][3],
+            serde_json::json!({"name": "x", "state": "unknown", "success": false,
+                "missing": true, "outcome": "unknown",
+                "error": "node x is not in the topology"})
+        );
+        assert_eq!(json["action"], "status");
+        assert_eq!(json["wait"], serde_json::Value::Null);
+    }
+}
