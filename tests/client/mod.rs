@@ -504,7 +504,7 @@ fn a_wrong_url_exits_4() {
             "",
             &format!(
                 "power: unexpected answer from power server at {url}: 404 Not Found: \
-                 no such route: expected /, /nodes, /groups or /healthz\n"
+                 no such route: expected /, /nodes, /groups, /healthz or /metrics\n"
             ),
         );
 }
