@@ -58,32 +58,49 @@ pub fn prepare(fragment: Fragment, threads: usize) -> Prepared {
 
 /// [`merge`] of fragments already prepared, in read order.
 pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), Vec<Diagnostic>> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let mut nodes: Vec<Node> = Vec::new();
-    // Each node's index in `nodes`, by name: duplicates are found here, and
-    // it becomes the topology's index.
-    let mut index = super::model::NodeIndex::default();
-    let mut platforms: BTreeMap<String, (Platform, usize)> = BTreeMap::new();
-    let mut groups: BTreeMap<String, (Group, Option<Location>)> = BTreeMap::new();
-    // Values a batch driver could not read on a line, checked once the
-    // platforms are known.
-    let mut unsendable: Vec<Unsendable> = Vec::new();
-
+    let mut joined = Joined::default();
     for fragment in fragments {
-        let precedence = fragment.precedence;
-        for def in fragment.platforms {
+        joined.add_platforms(fragment.platforms, fragment.precedence);
+        joined.unsendable.extend(fragment.unsendable);
+        joined.add_nodes(fragment.nodes);
+        joined.add_groups(fragment.groups);
+    }
+    joined.finish()
+}
+
+/// Fragments joined so far: every name once, errors and warnings as found.
+#[derive(Default)]
+struct Joined {
+    errors: Vec<Diagnostic>,
+    warnings: Warnings,
+    nodes: Vec<Node>,
+    /// Each node's index in `nodes`, by name: duplicates are found here,
+    /// and it becomes the topology's index.
+    index: super::model::NodeIndex,
+    platforms: BTreeMap<String, (Platform, usize)>,
+    groups: BTreeMap<String, (Group, Option<Location>)>,
+    /// Values a batch driver could not read on a line, checked once the
+    /// platforms are known.
+    unsendable: Vec<Unsendable>,
+}
+
+impl Joined {
+    /// A fragment's platforms: one of a later directory replaces one of an
+    /// earlier (a warning); two in one directory are an error.
+    fn add_platforms(&mut self, defs: Vec<PlatformDef>, precedence: usize) {
+        for def in defs {
             let name = def.name.value.clone();
-            if let Some((first, first_precedence)) = platforms.get(&name) {
+            if let Some((first, first_precedence)) = self.platforms.get(&name) {
                 let (kept, dropped) = match precedence.cmp(first_precedence) {
                     std::cmp::Ordering::Equal => {
-                        errors.push(twice("platform", &name, &first.defined_at, &def.name.at));
+                        self.errors
+                            .push(twice("platform", &name, &first.defined_at, &def.name.at));
                         continue;
                     }
                     std::cmp::Ordering::Less => (&first.defined_at, &def.name.at),
                     std::cmp::Ordering::Greater => (&def.name.at, &first.defined_at),
                 };
-                warnings.push(Diagnostic::at(
+                self.warnings.push(Diagnostic::at(
                     kept,
                     format!(
                         "platform {name}: replaces the one at {dropped} (a later directory wins)"
@@ -106,13 +123,18 @@ pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), 
                 persistent: def.persistent,
                 processes: def.processes,
             };
-            platforms.insert(name, (platform, precedence));
+            self.platforms.insert(name, (platform, precedence));
         }
-        unsendable.extend(fragment.unsendable);
-        index.reserve(fragment.nodes.len());
+    }
+
+    /// A fragment's nodes, each name once: a repeat is an error naming both
+    /// places, and is dropped.
+    fn add_nodes(&mut self, fragment: Vec<Node>) {
+        let nodes = &mut self.nodes;
+        self.index.reserve(fragment.len());
         let mut repeated = Vec::new();
-        for (i, node) in fragment.nodes.iter().enumerate() {
-            match index.entry(node.name.clone()) {
+        for (i, node) in fragment.iter().enumerate() {
+            match self.index.entry(node.name.clone()) {
                 Entry::Occupied(first) => {
                     let first = match *first.get() {
                         j if j < nodes.len() => &nodes[j],
@@ -125,10 +147,10 @@ pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), 
                                     raw += 1;
                                 }
                             }
-                            &fragment.nodes[raw]
+                            &fragment[raw]
                         }
                     };
-                    errors.push(twice(
+                    self.errors.push(twice(
                         "node",
                         &node.name,
                         &first.defined_at,
@@ -143,24 +165,27 @@ pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), 
         }
         if nodes.is_empty() && repeated.is_empty() {
             // The usual first fragment: its nodes as they are, not moved one by one.
-            nodes = fragment.nodes;
+            *nodes = fragment;
         } else {
             nodes.extend(
                 fragment
-                    .nodes
                     .into_iter()
                     .enumerate()
                     .filter(|(i, _)| repeated.binary_search(i).is_err())
                     .map(|(_, node)| node),
             );
         }
-        for def in fragment.groups {
+    }
+
+    /// A fragment's groups: one defined twice is an error.
+    fn add_groups(&mut self, defs: Vec<GroupDef>) {
+        for def in defs {
             let name = def.name.value;
-            if let Some((_, Some(first))) = groups.get(&name) {
-                errors.push(twice("group", &name, first, &def.name.at));
+            if let Some((_, Some(first))) = self.groups.get(&name) {
+                self.errors.push(twice("group", &name, first, &def.name.at));
                 continue;
             }
-            groups.insert(
+            self.groups.insert(
                 name.clone(),
                 (
                     Group {
@@ -173,88 +198,109 @@ pub fn merge_prepared(fragments: Vec<Prepared>) -> Result<(Topology, Warnings), 
         }
     }
 
-    let platforms: BTreeMap<String, Platform> = platforms
-        .into_iter()
-        .map(|(name, (platform, _))| (name, platform))
-        .collect();
-
-    // Cross-references, once every file is in.
-    for node in &nodes {
-        if !platforms.contains_key(&*node.platform) {
-            let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
-            let defined = if defined.is_empty() {
-                "none".to_string()
-            } else {
-                defined.join(", ")
-            };
-            errors.push(Diagnostic::at(
-                &node.platform_at,
-                format!(
-                    "node {}: unknown platform {:?} (defined: {defined})",
-                    node.name, node.platform
-                ),
-            ));
-        }
-    }
-    for u in unsendable {
-        let Some(platform) = platforms.get(&u.platform) else {
-            continue;
-        };
-        if platform.batch.is_some() && platform.variables.contains(&u.variable.value) {
-            errors.push(Diagnostic::at(
-                &u.variable.at,
-                format!(
-                    "node {}: variable {}: the value holds {}, which cannot be sent to \
-                     the batch platform {} (one node per line, fields split by TAB)",
-                    u.nodes, u.variable.value, u.what, u.platform
-                ),
-            ));
-        }
-    }
-    // A node's own `groups` list adds it to (or creates) those groups.
-    for node in &nodes {
-        for group in &node.groups {
-            let (g, _) = groups.entry(group.clone()).or_insert_with(|| {
-                (
-                    Group {
-                        name: group.clone(),
-                        nodes: Vec::new(),
-                    },
-                    None,
-                )
-            });
-            g.nodes.push(node.name.to_string());
-        }
-    }
-    let mut groups_out = BTreeMap::new();
-    for (name, (mut group, at)) in groups {
-        let mut seen = HashSet::new();
-        group.nodes.retain(|n| seen.insert(n.clone()));
-        let unknown: Vec<&str> = group
-            .nodes
-            .iter()
-            .filter(|n| !index.contains_key(n.as_str()))
-            .map(String::as_str)
+    /// The cross-references, once every file is in: each node's platform
+    /// exists, batch platforms can be sent their values, nodes' own
+    /// `groups` join their groups, and group members not defined are a
+    /// warning. The topology, or every error.
+    fn finish(mut self) -> Result<(Topology, Warnings), Vec<Diagnostic>> {
+        let platforms: BTreeMap<String, Platform> = std::mem::take(&mut self.platforms)
+            .into_iter()
+            .map(|(name, (platform, _))| (name, platform))
             .collect();
-        if !unknown.is_empty() {
-            let message = format!(
-                "group {name}: {} member{} not in static_nodes: {}",
-                unknown.len(),
-                if unknown.len() == 1 { " is" } else { "s are" },
-                power_proto::hostlist::compress(unknown)
-            );
-            warnings.push(match &at {
-                Some(at) => Diagnostic::at(at, message),
-                None => Diagnostic::general(message),
-            });
+        self.check_platforms_exist(&platforms);
+        self.check_sendable(&platforms);
+        let groups = self.join_groups();
+        if self.errors.is_empty() {
+            Ok((
+                Topology::new(self.nodes, self.index, platforms, groups),
+                self.warnings,
+            ))
+        } else {
+            Err(self.errors)
         }
-        groups_out.insert(name, group);
     }
 
-    if errors.is_empty() {
-        Ok((Topology::new(nodes, index, platforms, groups_out), warnings))
-    } else {
-        Err(errors)
+    fn check_platforms_exist(&mut self, platforms: &BTreeMap<String, Platform>) {
+        for node in &self.nodes {
+            if !platforms.contains_key(&*node.platform) {
+                let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
+                let defined = if defined.is_empty() {
+                    "none".to_string()
+                } else {
+                    defined.join(", ")
+                };
+                self.errors.push(Diagnostic::at(
+                    &node.platform_at,
+                    format!(
+                        "node {}: unknown platform {:?} (defined: {defined})",
+                        node.name, node.platform
+                    ),
+                ));
+            }
+        }
+    }
+
+    fn check_sendable(&mut self, platforms: &BTreeMap<String, Platform>) {
+        for u in std::mem::take(&mut self.unsendable) {
+            let Some(platform) = platforms.get(&u.platform) else {
+                continue;
+            };
+            if platform.batch.is_some() && platform.variables.contains(&u.variable.value) {
+                self.errors.push(Diagnostic::at(
+                    &u.variable.at,
+                    format!(
+                        "node {}: variable {}: the value holds {}, which cannot be sent to \
+                         the batch platform {} (one node per line, fields split by TAB)",
+                        u.nodes, u.variable.value, u.what, u.platform
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// The groups with the nodes' own `groups` lists added (a group named
+    /// only there is made), members once each; members not defined warn.
+    fn join_groups(&mut self) -> BTreeMap<String, Group> {
+        let mut groups = std::mem::take(&mut self.groups);
+        for node in &self.nodes {
+            for group in &node.groups {
+                let (g, _) = groups.entry(group.clone()).or_insert_with(|| {
+                    (
+                        Group {
+                            name: group.clone(),
+                            nodes: Vec::new(),
+                        },
+                        None,
+                    )
+                });
+                g.nodes.push(node.name.to_string());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, (mut group, at)) in groups {
+            let mut seen = HashSet::new();
+            group.nodes.retain(|n| seen.insert(n.clone()));
+            let unknown: Vec<&str> = group
+                .nodes
+                .iter()
+                .filter(|n| !self.index.contains_key(n.as_str()))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                let message = format!(
+                    "group {name}: {} member{} not in static_nodes: {}",
+                    unknown.len(),
+                    if unknown.len() == 1 { " is" } else { "s are" },
+                    power_proto::hostlist::compress(unknown)
+                );
+                self.warnings.push(match &at {
+                    Some(at) => Diagnostic::at(at, message),
+                    None => Diagnostic::general(message),
+                });
+            }
+            out.insert(name, group);
+        }
+        out
     }
 }
 
