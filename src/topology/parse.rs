@@ -155,6 +155,23 @@ pub fn parse_at(
     }
 }
 
+/// A platform's keys as written, before they are checked against each other.
+#[derive(Default)]
+struct PlatformKeys {
+    variables: Vec<At<String>>,
+    commands: BTreeMap<Action, String>,
+    prelude: Option<String>,
+    driver: Option<At<String>>,
+    status_off_exit_code: Option<i32>,
+    timeout: Option<Duration>,
+    concurrency: Option<usize>,
+    serialize_by: Option<At<String>>,
+    batch: bool,
+    batch_max: Option<(usize, Location)>,
+    persistent: Option<(bool, Location)>,
+    processes: Option<(usize, Location)>,
+}
+
 struct Parser<'b> {
     file: Arc<str>,
     /// The file's line number of the text's first line.
@@ -413,24 +430,52 @@ impl Parser<'_> {
         }
         let label = format!("platform {}", key.as_str());
         let map = self.mapping(value, &label, "variables, commands or driver")?;
-        let mut variables = Vec::new();
-        let mut commands = BTreeMap::new();
-        let mut prelude = None;
-        let mut driver = None;
-        let mut status_off_exit_code = DEFAULT_STATUS_OFF_EXIT_CODE;
-        let mut timeout = DEFAULT_TIMEOUT;
-        let mut concurrency = None;
-        let mut serialize_by = None;
-        let mut batch = false;
-        let mut batch_max = None;
-        let mut persistent = None;
-        let mut processes = None;
+        let keys = self.platform_keys(&label, map);
+        let driver = self.driver_spec(key, &label, keys.driver, keys.prelude, keys.commands)?;
+        if let Some(var) = &keys.serialize_by {
+            if !keys.variables.iter().any(|v| v.value == var.value) {
+                self.error(
+                    key.span(),
+                    format!(
+                        "{label}: serialize_by names {:?}, which is not one of its variables",
+                        var.value
+                    ),
+                );
+            }
+        }
+        let (batch, persistent, processes) = self.batch_modes(
+            &label,
+            keys.batch,
+            keys.batch_max,
+            keys.persistent,
+            keys.processes,
+        );
+        Some(PlatformDef {
+            name: self.at(key),
+            variables: keys.variables,
+            driver,
+            status_off_exit_code: keys
+                .status_off_exit_code
+                .unwrap_or(DEFAULT_STATUS_OFF_EXIT_CODE),
+            timeout: keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            concurrency: keys.concurrency,
+            serialize_by: keys.serialize_by,
+            batch,
+            persistent,
+            processes,
+        })
+    }
+
+    /// A platform's keys as written, each checked alone; unknown keys are
+    /// errors naming the ones it takes.
+    fn platform_keys(&mut self, label: &str, map: &Mapping) -> PlatformKeys {
+        let mut keys = PlatformKeys::default();
         for (k, v) in map.iter() {
             let what = format!("{label}: {}", k.as_str());
             match k.as_str() {
                 "variables" => {
-                    variables = self.strings(v, &what);
-                    for var in &variables {
+                    keys.variables = self.strings(v, &what);
+                    for var in &keys.variables {
                         if let Err(e) = check_variable_name(&var.value) {
                             self.errors.push(Diagnostic::at(&var.at, format!("{what}: {:?}: {e}", var.value)));
                         }
@@ -439,21 +484,19 @@ impl Parser<'_> {
                 "power_on" | "power_off" | "restart" | "status" => {
                     if let Some(s) = self.scalar(v, &what) {
                         let action = k.as_str().parse::<Action>().expect("matched an action name");
-                        commands.insert(action, s.as_str().to_string());
+                        keys.commands.insert(action, s.as_str().to_string());
                     }
                 }
-                "prelude" => prelude = self.scalar(v, &what).map(|s| s.as_str().to_string()),
-                "driver" => driver = self.scalar(v, &what).map(|s| self.at(s)),
-                "status_off_exit_code" => {
-                    status_off_exit_code = self.typed(v, &what, exit_code).unwrap_or(status_off_exit_code);
-                }
-                "timeout" => timeout = self.typed(v, &what, parse_duration).unwrap_or(timeout),
-                "concurrency" => concurrency = self.typed(v, &what, at_least_one),
-                "serialize_by" => serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
-                "batch" => batch = self.typed(v, &what, boolean).unwrap_or(false),
-                "batch_max" => batch_max = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
-                "persistent" => persistent = self.typed(v, &what, boolean).map(|p| (p, self.loc(v.span()))),
-                "processes" => processes = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
+                "prelude" => keys.prelude = self.scalar(v, &what).map(|s| s.as_str().to_string()),
+                "driver" => keys.driver = self.scalar(v, &what).map(|s| self.at(s)),
+                "status_off_exit_code" => keys.status_off_exit_code = self.typed(v, &what, exit_code),
+                "timeout" => keys.timeout = self.typed(v, &what, parse_duration),
+                "concurrency" => keys.concurrency = self.typed(v, &what, at_least_one),
+                "serialize_by" => keys.serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
+                "batch" => keys.batch = self.typed(v, &what, boolean).unwrap_or(false),
+                "batch_max" => keys.batch_max = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
+                "persistent" => keys.persistent = self.typed(v, &what, boolean).map(|p| (p, self.loc(v.span()))),
+                "processes" => keys.processes = self.typed(v, &what, at_least_one).map(|n| (n, self.loc(v.span()))),
                 other => self.error(
                     k.span(),
                     format!(
@@ -464,18 +507,20 @@ impl Parser<'_> {
                 ),
             }
         }
-        let driver = self.driver_spec(key, &label, driver, prelude, commands)?;
-        if let Some(var) = &serialize_by {
-            if !variables.iter().any(|v| v.value == var.value) {
-                self.error(
-                    key.span(),
-                    format!(
-                        "{label}: serialize_by names {:?}, which is not one of its variables",
-                        var.value
-                    ),
-                );
-            }
-        }
+        keys
+    }
+
+    /// Batch, persistent and processes, checked against each other: each
+    /// needs the one before it. Returns the batch size (`None`: not batch),
+    /// whether persistent, and the processes asked for.
+    fn batch_modes(
+        &mut self,
+        label: &str,
+        batch: bool,
+        batch_max: Option<(usize, Location)>,
+        persistent: Option<(bool, Location)>,
+        processes: Option<(usize, Location)>,
+    ) -> (Option<usize>, bool, Option<usize>) {
         let batch = match (batch, batch_max) {
             (true, max) => Some(max.map_or(DEFAULT_BATCH_MAX, |(n, _)| n)),
             (false, None) => None,
@@ -510,18 +555,7 @@ impl Parser<'_> {
             }
             processes => processes.map(|(n, _)| n),
         };
-        Some(PlatformDef {
-            name: self.at(key),
-            variables,
-            driver,
-            status_off_exit_code,
-            timeout,
-            concurrency,
-            serialize_by,
-            batch,
-            persistent,
-            processes,
-        })
+        (batch, persistent, processes)
     }
 
     /// A scalar parsed by `parse`; its error is reported at the value as `what: error`.
