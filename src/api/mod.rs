@@ -448,6 +448,113 @@ fn adopt_orphans(engine: &Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Claims;
+    use crate::load::LoadSettings;
+
+    /// The routes in-process (no socket, no server process) over a
+    /// one-node inline platform, and a full-access token for them.
+    fn app(dir: &std::path::Path) -> (Arc<App>, String) {
+        let topology = dir.join("topology.d");
+        std::fs::create_dir_all(&topology).unwrap();
+        std::fs::write(
+            topology.join("t.yaml"),
+            "platforms:\n  p:\n    power_on: exit 0\n    power_off: exit 0\n    restart: exit 0\n    status: exit 0\n\
+             static_nodes:\n  n1:\n    platform: p\n",
+        )
+        .unwrap();
+        let state = State::start(LoadSettings {
+            topology_dirs: vec![topology],
+            drivers_dirs: Vec::new(),
+            runtime_dir: Some(dir.join("run")),
+            topology_named: true,
+            topology_files: Vec::new(),
+        })
+        .unwrap();
+        let keys = Keys::new(&crate::secret::from_value("in-process-secret"), 100);
+        let token = keys.mint(&Claims {
+            exp: crate::auth::now() + 600,
+            iat: None,
+            sub: Some("t".into()),
+            role: None,
+            nodes: None,
+        });
+        let app = Arc::new(App {
+            state,
+            engine: Engine::new(4, std::env::vars_os()),
+            keys,
+            audit: None,
+            hostlist_limit: 100,
+            metrics_public: false,
+        });
+        (app, token)
+    }
+
+    #[tokio::test]
+    async fn routes_answer_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, token) = app(dir.path());
+        let routes = routes(app);
+        let bearer = format!("Bearer {token}");
+        let health = warp::test::request().path("/healthz").reply(&routes).await;
+        assert_eq!(health.status(), 200);
+        assert_eq!(health.body().as_ref(), b"{\"status\":\"ok\"}");
+        for (method, path, status) in [
+            ("GET", "/nope", 404),
+            ("POST", "/", 405),
+            ("GET", "/?nodes=n1", 403),
+        ] {
+            let r = warp::test::request()
+                .method(method)
+                .path(path)
+                .reply(&routes)
+                .await;
+            assert_eq!(r.status(), status, "{method} {path}");
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/json",
+                "{method} {path}"
+            );
+        }
+        let status = warp::test::request()
+            .path("/?nodes=n1,ghost")
+            .header("authorization", &bearer)
+            .reply(&routes)
+            .await;
+        assert_eq!(status.status(), 200);
+        let doc: serde_json::Value = serde_json::from_slice(status.body()).unwrap();
+        let attrs: Vec<&serde_json::Value> = doc["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["attributes"])
+            .collect();
+        assert_eq!(
+            (
+                attrs[0]["node-name"].as_str(),
+                attrs[0]["running"].as_bool()
+            ),
+            (Some("n1"), Some(true))
+        );
+        assert_eq!(
+            (
+                attrs[1]["node-name"].as_str(),
+                attrs[1]["missing"].as_bool()
+            ),
+            (Some("ghost"), Some(true))
+        );
+        let metrics = warp::test::request()
+            .path("/metrics")
+            .header("authorization", &bearer)
+            .reply(&routes)
+            .await;
+        let text = String::from_utf8_lossy(metrics.body());
+        assert!(
+            text.contains(
+                "power_driver_runs_total{platform=\"p\",action=\"status\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+    }
 
     #[tokio::test]
     async fn accepted_connections_send_at_once() {
