@@ -139,17 +139,20 @@ pub(crate) struct DemoArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LoadArgs {
     /// A topology directory; repeat for several, lowest precedence first
-    /// [default: /usr/lib/power-server/topology.d, /etc/power-server/topology.d,
-    /// and the checkout's topology.d when run from a checkout]
+    /// [env: POWER_SERVER_TOPOLOGY_DIRS, `:`-separated] [default:
+    /// /usr/lib/power-server/topology.d, /etc/power-server/topology.d, and
+    /// the checkout's topology.d when run from a checkout]
     #[arg(long = "topology-dir", value_name = "DIR")]
     pub(crate) topology_dirs: Vec<PathBuf>,
     /// A drivers directory; repeat for several, lowest precedence first
-    /// [default: /usr/lib/power-server/drivers, /etc/power-server/drivers,
-    /// and the checkout's drivers when run from a checkout]
+    /// [env: POWER_SERVER_DRIVERS_DIRS, `:`-separated] [default:
+    /// /usr/lib/power-server/drivers, /etc/power-server/drivers, and the
+    /// checkout's drivers when run from a checkout]
     #[arg(long = "drivers-dir", value_name = "DIR")]
     pub(crate) drivers_dirs: Vec<PathBuf>,
-    /// Where generated driver scripts are written [default: a private
-    /// directory under the system temp directory]
+    /// Where generated driver scripts are written [env:
+    /// POWER_SERVER_RUNTIME_DIR] [default: a private directory under the
+    /// system temp directory]
     #[arg(long, value_name = "DIR")]
     pub(crate) runtime_dir: Option<PathBuf>,
 }
@@ -164,5 +167,54 @@ impl LoadArgs {
             runtime_dir: self.runtime_dir,
             ..Options::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The help names its environment variables by hand ([env: ...]); each
+    /// one named must be one the settings read, and each setting read
+    /// from the environment that has a flag must be named.
+    #[test]
+    fn the_help_names_exactly_the_variables_the_settings_read() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        let _ = Options::from_env(|name| {
+            read.borrow_mut().insert(name.to_string());
+            None
+        });
+        let mut read = read.into_inner();
+        // Read by run::layers, to find the file the other layers come from.
+        read.insert("POWER_SERVER_CONFIG".to_string());
+        let mut command = Cli::command();
+        let mut named = std::collections::BTreeSet::new();
+        for sub in ["serve", "check", "token"] {
+            let help = command
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for word in help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                // (`POWER_SERVER_*` in prose names them all.)
+                if word.starts_with("POWER_SERVER_") && word.len() > "POWER_SERVER_".len() {
+                    named.insert(word.to_string());
+                }
+            }
+        }
+        let unread: Vec<&String> = named.difference(&read).collect();
+        assert!(
+            unread.is_empty(),
+            "the help names variables nothing reads: {unread:?}"
+        );
+        // Read but with no flag, so not in a flag's help: the secret (no
+        // flag, by design) and what only the config or environment sets.
+        let flagless = ["POWER_SERVER_JWT_SECRET", "POWER_SERVER_METRICS_PUBLIC"];
+        let unnamed: Vec<&String> = read
+            .difference(&named)
+            .filter(|v| !flagless.contains(&v.as_str()))
+            .collect();
+        assert!(unnamed.is_empty(), "read but not in any help: {unnamed:?}");
     }
 }
