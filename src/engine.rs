@@ -178,6 +178,35 @@ struct Held {
     _global: OwnedSemaphorePermit,
 }
 
+/// One request's shares of the bounds, made as its runs first need them.
+struct Shares {
+    /// The global bound's size.
+    global: usize,
+    /// Its share of each platform's bound (of the global one, for a
+    /// platform without its own), by platform name.
+    by_platform: HashMap<Arc<str>, Arc<Semaphore>>,
+    /// Set when a status's client has gone.
+    abandoned: Option<watch::Receiver<bool>>,
+}
+
+impl Shares {
+    /// What a run on `platform` (named `name`) waits its turn with.
+    fn turn(&mut self, platform: &Platform, name: &Arc<str>) -> Turn {
+        let bound = platform
+            .concurrency
+            .map_or(self.global, |c| c.min(self.global));
+        let share = self
+            .by_platform
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(share_of(bound))))
+            .clone();
+        Turn {
+            share,
+            abandoned: self.abandoned.clone(),
+        }
+    }
+}
+
 /// The part of a bound one request may hold: three quarters (at least one
 /// run), so the rest stays free for other requests. Slots are first come,
 /// first served; without this a 1,000-node status would make a later
@@ -285,21 +314,10 @@ impl Engine {
         // then see `closing` and never start) or the dispatch sees `closed`.
         let dispatching = InFlight::count(self.clone(), 1);
         let closed = self.closed.load(Ordering::SeqCst);
-        // This request's share of each platform's bound (of the global
-        // bound, for a platform without one).
-        let mut shares: HashMap<Arc<str>, Arc<Semaphore>> = HashMap::new();
-        let mut share = |platform: &Platform, name: &Arc<str>| {
-            let bound = platform
-                .concurrency
-                .map_or(self.concurrency, |c| c.min(self.concurrency));
-            let share = shares
-                .entry(name.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(share_of(bound))))
-                .clone();
-            Turn {
-                share,
-                abandoned: abandoned.clone(),
-            }
+        let mut shares = Shares {
+            global: self.concurrency,
+            by_platform: HashMap::new(),
+            abandoned,
         };
         // Nodes of batch platforms (their places in the topology), by
         // platform, controller value and persistent process.
@@ -348,7 +366,7 @@ impl Engine {
                 continue;
             }
             let counted = InFlight::count(self.clone(), 1);
-            let turn = share(platform, &node.platform);
+            let turn = shares.turn(platform, &node.platform);
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             self.spawn(async move {
                 // Counted until dropped, even if the run panics.
@@ -357,12 +375,28 @@ impl Engine {
                 let _ = tx.send(result);
             });
         }
+        self.spawn_chunks(&loaded, action, batches, &mut shares, &tx);
+        drop(dispatching);
+        rx
+    }
+
+    /// A run per chunk of each batch platform's nodes (`batches`, by
+    /// platform, controller value and persistent process), each counted
+    /// in flight with its nodes.
+    fn spawn_chunks(
+        self: &Arc<Self>,
+        loaded: &Arc<Loaded>,
+        action: Action,
+        batches: BTreeMap<(Arc<str>, Option<String>, usize), Vec<usize>>,
+        shares: &mut Shares,
+        tx: &mpsc::UnboundedSender<CommandAttributes>,
+    ) {
         for ((platform, _, lane), positions) in batches {
             let definition = &loaded.topology.platforms[&*platform];
             let max = definition.batch.expect("a batch platform");
             for chunk in chunks(positions, max) {
                 let counted = InFlight::count(self.clone(), chunk.len());
-                let turn = share(definition, &platform);
+                let turn = shares.turn(definition, &platform);
                 let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
                 self.spawn(async move {
                     let _counted = counted;
@@ -372,8 +406,6 @@ impl Engine {
                 });
             }
         }
-        drop(dispatching);
-        rx
     }
 
     /// Persistent driver processes for each controller value of
@@ -631,6 +663,47 @@ impl Engine {
         slot.lock_owned().await
     }
 
+    /// `slot`'s process, running the driver `program` as `platform` has it
+    /// now: kept if it does, else (re)started once its back-off allows, or
+    /// why it cannot be.
+    async fn ready(
+        &self,
+        slot: &mut persistent::Slot,
+        platform: &Platform,
+        program: &std::path::Path,
+    ) -> Result<(), String> {
+        let env = driver::plan::persistent_env(&self.inherited, platform);
+        if slot
+            .process
+            .as_ref()
+            .is_some_and(|p| !p.runs(program, &env))
+        {
+            // A reload changed the driver or its environment.
+            slot.process = None;
+        }
+        if slot.process.is_some() {
+            return Ok(());
+        }
+        let wait = slot.backoff();
+        if wait >= platform.timeout {
+            return Err(format!(
+                "the driver keeps failing; next start in {}",
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ));
+        }
+        tokio::time::sleep(wait).await;
+        match persistent::Process::start(program, &env, self.working_dir.as_deref()).await {
+            Ok(process) => {
+                slot.process = Some(process);
+                Ok(())
+            }
+            Err(e) => {
+                slot.failed();
+                Err(format!("{}: {e}", program.display()))
+            }
+        }
+    }
+
     /// A chunk on the platform's persistent driver (started, or restarted
     /// after its back-off, when it is not running). A driver that overruns
     /// the timeout, exits or is stopped is dropped with its process group.
@@ -651,35 +724,10 @@ impl Engine {
             stderr,
             duration: started.elapsed(),
         };
-        let env = driver::plan::persistent_env(&self.inherited, platform);
-        if slot
-            .process
-            .as_ref()
-            .is_some_and(|p| !p.runs(program, &env))
-        {
-            // A reload changed the driver or its environment.
-            slot.process = None;
+        if let Err(why) = self.ready(&mut slot, platform, program).await {
+            return ended(Exit::SpawnFailed(why), Vec::new());
         }
-        if slot.process.is_none() {
-            let wait = slot.backoff();
-            if wait >= platform.timeout {
-                let why = format!(
-                    "the driver keeps failing; next start in {}",
-                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-                );
-                return ended(Exit::SpawnFailed(why), Vec::new());
-            }
-            tokio::time::sleep(wait).await;
-            match persistent::Process::start(program, &env, self.working_dir.as_deref()).await {
-                Ok(process) => slot.process = Some(process),
-                Err(e) => {
-                    slot.failed();
-                    let why = format!("{}: {e}", program.display());
-                    return ended(Exit::SpawnFailed(why), Vec::new());
-                }
-            }
-        }
-        let process = slot.process.as_mut().expect("started above");
+        let process = slot.process.as_mut().expect("made ready above");
         let first = process.ids(nodes.len());
         answers.ledger.set_first_id(first);
         let chunk = batch::persistent_input(answers.action, &platform.variables, nodes, first);
