@@ -410,9 +410,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// What settings depend on beyond their layers: where the secret file
+/// goes by default depends on the user (root or not) and on
+/// `XDG_CONFIG_HOME` and `HOME`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Host {
+    /// Running as root.
+    pub root: bool,
+    /// `XDG_CONFIG_HOME`.
+    pub xdg_config_home: Option<std::ffi::OsString>,
+    /// `HOME`.
+    pub home: Option<std::ffi::OsString>,
+}
+
+impl Host {
+    /// This process's.
+    pub fn current() -> Host {
+        Host {
+            root: nix::unistd::geteuid().is_root(),
+            xdg_config_home: std::env::var_os("XDG_CONFIG_HOME"),
+            home: std::env::var_os("HOME"),
+        }
+    }
+}
+
 impl Settings {
-    /// Check a stack of layers and fill in the defaults.
-    pub fn resolve(options: Options) -> Result<Settings, ConfigError> {
+    /// Check a stack of layers and fill in the defaults, those that depend
+    /// on the user from `host`.
+    pub fn resolve(options: Options, host: &Host) -> Result<Settings, ConfigError> {
         let bind_text = options.bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
         let bind = parse_bind(&bind_text)?;
         let concurrency = options.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
@@ -448,7 +473,14 @@ impl Settings {
             secret: SecretSource::from_layers(
                 options.jwt_shared_secret,
                 options.secret_file,
-                || secret::default_file(|k| std::env::var_os(k), nix::unistd::geteuid().is_root()),
+                || {
+                    let var = |k: &str| match k {
+                        "XDG_CONFIG_HOME" => host.xdg_config_home.clone(),
+                        "HOME" => host.home.clone(),
+                        _ => None,
+                    };
+                    secret::default_file(var, host.root)
+                },
             ),
             audit_log: options.audit_log,
             log_level: options.log_level.unwrap_or_else(|| "info".into()),
@@ -516,6 +548,26 @@ mod tests {
         move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }
 
+    #[test]
+    fn the_default_secret_file_is_the_host_s() {
+        let user = Host {
+            root: false,
+            xdg_config_home: None,
+            home: Some("/home/u".into()),
+        };
+        let s = Settings::resolve(Options::default(), &user).unwrap();
+        assert_eq!(
+            s.secret,
+            SecretSource::File("/home/u/.config/power-server/jwt-secret".into())
+        );
+        let root = Host { root: true, ..user };
+        let s = Settings::resolve(Options::default(), &root).unwrap();
+        assert_eq!(
+            s.secret,
+            SecretSource::File(secret::SYSTEM_SECRET_FILE.into())
+        );
+    }
+
     /// The reference's config loads: each key it has that this server
     /// takes differently or not at all is one warning, pinned here.
     #[test]
@@ -540,7 +592,7 @@ mod tests {
             ]
             .map(|w| format!("{at}{w}"))
         );
-        let s = Settings::resolve(o).unwrap();
+        let s = Settings::resolve(o, &Host::default()).unwrap();
         assert_eq!(s.concurrency, 50);
         assert_eq!(s.load.topology_files, [PathBuf::from("topology.yaml")]);
         assert_eq!(s.working_dir, Some(PathBuf::from("scripts")));
@@ -594,7 +646,7 @@ concurency: 3
             Path::new("c"),
         )
         .unwrap();
-        let s = Settings::resolve(flags.or(from_env).or(file)).unwrap();
+        let s = Settings::resolve(flags.or(from_env).or(file), &Host::default()).unwrap();
         assert_eq!(s.bind, "127.0.0.1:1".parse().unwrap());
         assert_eq!(s.concurrency, 7);
         assert_eq!(s.log_level, "debug");
@@ -610,13 +662,13 @@ concurency: 3
         )
         .unwrap();
         assert_eq!(o.concurrency, Some(5));
-        let s = Settings::resolve(o).unwrap();
+        let s = Settings::resolve(o, &Host::default()).unwrap();
         assert_eq!(s.secret, SecretSource::Value("s3cret".into()));
     }
 
     #[test]
     fn defaults_listen_on_loopback_port_6302() {
-        let s = Settings::resolve(Options::default()).unwrap();
+        let s = Settings::resolve(Options::default(), &Host::default()).unwrap();
         assert_eq!(s.bind, "127.0.0.1:6302".parse().unwrap());
         assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
         assert!(matches!(s.secret, SecretSource::File(_)));
@@ -624,10 +676,13 @@ concurency: 3
 
     #[test]
     fn bad_values_name_the_setting_and_what_was_expected() {
-        let e = Settings::resolve(Options {
-            bind: Some("localhost:x".into()),
-            ..Options::default()
-        })
+        let e = Settings::resolve(
+            Options {
+                bind: Some("localhost:x".into()),
+                ..Options::default()
+            },
+            &Host::default(),
+        )
         .unwrap_err()
         .to_string();
         assert_eq!(
@@ -645,10 +700,13 @@ concurency: 3
             e.starts_with("config file /etc/c.yaml: ") && e.contains("bnid"),
             "{e}"
         );
-        let e = Settings::resolve(Options {
-            shutdown_grace: Some("soon".into()),
-            ..Options::default()
-        })
+        let e = Settings::resolve(
+            Options {
+                shutdown_grace: Some("soon".into()),
+                ..Options::default()
+            },
+            &Host::default(),
+        )
         .unwrap_err()
         .to_string();
         assert!(e.contains("shutdown_grace"), "{e}");

@@ -72,7 +72,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         ..args.load.options()
     };
     let (options, secret_config) = layers(flags, args.secret.config)?;
-    let settings = Settings::resolve(options)?;
+    let settings = Settings::resolve(options, &config::Host::current())?;
     init_logging(&settings.log_level, settings.log_format)?;
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
@@ -105,7 +105,7 @@ fn token(args: TokenArgs) -> Result<(), Failure> {
         ..Options::default()
     };
     let (options, _) = layers(flags, args.secret.config)?;
-    let settings = Settings::resolve(options)?;
+    let settings = Settings::resolve(options, &config::Host::current())?;
     init_logging("warn", LogFormat::Text)?;
     if let Some(nodes) = &args.nodes {
         crate::hostlist::expand(nodes, settings.hostlist_limit)
@@ -155,7 +155,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     }
     init_logging("warn", LogFormat::Text)?;
     let sim_dir = tempfile::Builder::new().prefix("power-demo-").tempdir()?;
-    let mut settings = Settings::resolve(Options::default())?;
+    let mut settings = Settings::resolve(Options::default(), &config::Host::current())?;
     settings.bind = args.bind;
     settings.load = demo::load_settings();
     settings.shutdown_grace = std::time::Duration::from_secs(5);
@@ -198,7 +198,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
 
 fn check(args: CheckArgs) -> Result<(), Failure> {
     let (options, _) = layers(args.load.options(), args.config)?;
-    let settings = Settings::resolve(options)?;
+    let settings = Settings::resolve(options, &config::Host::current())?;
     write_stdout(&crate::check::check(&settings.load, &settings.warnings)?)
 }
 
