@@ -152,6 +152,7 @@ impl std::error::Error for ConfigError {}
 
 impl Options {
     /// This layer, with what it leaves unset taken from `lower`.
+    #[must_use]
     pub fn or(self, lower: Options) -> Options {
         Options {
             bind: self.bind.or(lower.bind),

@@ -931,7 +931,7 @@ fn controller_key(platform: &Platform, node: &Node) -> Option<String> {
 fn chunks<T: Clone + Eq + std::hash::Hash>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
     let mut rounds: Vec<Vec<T>> = Vec::new();
     let mut seen: HashMap<T, usize, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(items.len(), Default::default());
+        HashMap::with_capacity_and_hasher(items.len(), foldhash::fast::RandomState::default());
     for item in items {
         let round = seen.entry(item.clone()).or_insert(0);
         if rounds.len() <= *round {

@@ -42,7 +42,7 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), Failure> {
         // systemd sets JOURNAL_STREAM when stderr goes to its journal,
         // which stamps each line itself.
         LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
-            logs.with_ansi(false).without_time().init()
+            logs.with_ansi(false).without_time().init();
         }
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -167,8 +167,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     environment.push(("POWER_SIM_DIR".into(), sim_dir.path().into()));
     let client = std::env::current_exe()?
         .parent()
-        .map(|d| d.join("power"))
-        .unwrap_or_else(|| PathBuf::from("power"));
+        .map_or_else(|| PathBuf::from("power"), |d| d.join("power"));
     runtime().block_on(api::serve(
         &settings,
         &secret,

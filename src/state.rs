@@ -79,7 +79,7 @@ impl State {
                     Ok(Err(errors)) => {
                         tracing::error!(
                             "reload refused, the running topology stays in place: {errors}"
-                        )
+                        );
                     }
                     Err(e) => tracing::error!("reload failed: {e}"),
                 }

@@ -1010,14 +1010,11 @@ fn sigterm_lets_running_drivers_finish_within_the_grace() {
 
 /// Whether process `pid` has a child.
 fn has_child(pid: u32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("children"))
-                    .is_ok_and(|c| !c.trim().is_empty())
-            })
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("children")).is_ok_and(|c| !c.trim().is_empty())
         })
-        .unwrap_or(false)
+    })
 }
 
 /// `power-server token` prints the token alone, refuses bad input, and the
@@ -1594,7 +1591,7 @@ fn metrics_are_prometheus_text_and_move_with_the_work() {
         .unwrap_or_else(|| panic!("no duration histogram: {:?}", after.samples));
     match &durations.value {
         prometheus_parse::Value::Histogram(buckets) => {
-            assert!(buckets.iter().any(|b| b.count >= 3.0), "{buckets:?}")
+            assert!(buckets.iter().any(|b| b.count >= 3.0), "{buckets:?}");
         }
         other => panic!("the durations are not a histogram: {other:?}"),
     }

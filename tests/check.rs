@@ -175,7 +175,7 @@ fn a_broken_copy_fails_naming_file_and_line() {
         assert!(defined.contains(&platform), "{platform} not in {defined:?}");
     }
     let mut sorted = defined.clone();
-    sorted.sort();
+    sorted.sort_unstable();
     assert_eq!(defined, sorted, "the defined platforms are listed in order");
 }
 

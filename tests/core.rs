@@ -86,7 +86,7 @@ impl Fixture {
         action: Action,
         nodes: &[&str],
     ) -> Vec<CommandAttributes> {
-        let nodes = nodes.iter().map(|n| n.to_string()).collect();
+        let nodes = nodes.iter().map(ToString::to_string).collect();
         engine.run_all(self.loaded.clone(), action, nodes).await
     }
 }
@@ -310,15 +310,13 @@ async fn shutdown_never_starts_a_queued_run() {
     let names: Vec<String> = (1..=10).map(|i| format!("h{i}")).collect();
     let mut rx = engine.run(f.loaded.clone(), Action::PowerOn, names);
     let started = || {
-        std::fs::read_dir(f.out())
-            .map(|d| {
-                d.filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".leader"))
-                })
-                .count()
+        std::fs::read_dir(f.out()).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".leader"))
             })
-            .unwrap_or(0)
+            .count()
+        })
     };
     assert!(eventually(Duration::from_secs(10), || started() == 3));
     engine.shutdown(Duration::from_millis(200)).await;
@@ -462,7 +460,7 @@ async fn a_large_request_leaves_room_for_a_small_one() {
     let engine = f.engine(4, &[("hold", "0.5")]);
     let names: Vec<String> = (1..=12).map(|i| format!("n{i:02}")).collect();
     let mut large = engine.run(f.loaded.clone(), Action::PowerOn, names);
-    let running = || std::fs::read_dir(f.out().join("running")).map_or(0, |d| d.count());
+    let running = || std::fs::read_dir(f.out().join("running")).map_or(0, Iterator::count);
     assert!(eventually(Duration::from_secs(10), || running() >= 3));
     let small = f.run(&engine, Action::PowerOn, &["lone"]).await;
     assert!(small[0].success, "{small:?}");

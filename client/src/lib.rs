@@ -135,7 +135,10 @@ fn redact(message: &str, token: Option<&str>) -> String {
 /// An I/O error in a few lowercase words: `connection refused`, not
 /// `Connection refused (os error 111)`.
 pub fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
+    use std::io::ErrorKind::{
+        AddrNotAvailable, ConnectionAborted, ConnectionRefused, ConnectionReset, NotFound,
+        PermissionDenied, TimedOut, UnexpectedEof,
+    };
     let words = match e.kind() {
         ConnectionRefused => "connection refused",
         ConnectionReset => "connection reset",

@@ -590,7 +590,7 @@ mod tests {
             ],
         ];
         for set in sets {
-            assert_round_trip(&set.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_round_trip(&set.iter().map(ToString::to_string).collect::<Vec<_>>());
         }
         // Pseudo-random mixed-padding sets (a fixed LCG keeps it reproducible).
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;

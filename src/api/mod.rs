@@ -119,7 +119,7 @@ pub fn routes(
                 route_of(info.path()),
                 info.method().as_str(),
                 info.status().as_u16(),
-            )
+            );
         }))
         .map(warp::Reply::into_response)
 }

@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn nothing_given_selects_nothing() {
-        let s = Selection::from_pairs(&[("nodes".into(), "".into()), ("x".into(), "y".into())]);
+        let s = Selection::from_pairs(&[("nodes".into(), String::new()), ("x".into(), "y".into())]);
         assert_eq!(s, Selection::default());
         assert_eq!(select(&topology(), &s, &all(), 100), Ok(vec![]));
     }

@@ -162,8 +162,8 @@ fn write_script(
 /// FNV-1a: a short stable hash, so two platforms whose names sanitise
 /// alike differ, and so a node keeps its persistent driver process.
 pub(crate) fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x01000193)
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
 }
 

@@ -194,8 +194,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 
 fn signal_name(signal: i32) -> &'static str {
     nix::sys::signal::Signal::try_from(signal)
-        .map(|s| s.as_str())
-        .unwrap_or("unknown signal")
+        .map_or("unknown signal", nix::sys::signal::Signal::as_str)
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ mod tests {
         Platform {
             name: "p".into(),
             defined_at: here(),
-            variables: vars.iter().map(|v| v.to_string()).collect(),
+            variables: vars.iter().map(ToString::to_string).collect(),
             driver: DriverSpec::Inline {
                 prelude: None,
                 commands: BTreeMap::new(),

@@ -91,12 +91,12 @@ pub async fn run(
             },
             Err(e) => Exit::SpawnFailed(format!("waiting for the driver: {e}")),
         },
-        _ = tokio::time::sleep(invocation.timeout) => {
+        () = tokio::time::sleep(invocation.timeout) => {
             kill_group(pgid, &mut child).await;
             Exit::TimedOut(invocation.timeout)
         }
         // (The borrow `wait_for` returns must not live across the kill.)
-        _ = async {
+        () = async {
             if stop.wait_for(|stop| *stop).await.is_err() {
                 std::future::pending::<()>().await; // no engine, no stop
             }

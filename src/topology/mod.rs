@@ -138,6 +138,8 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 /// A file that is not UTF-8, with where its first bad byte stands.
 fn not_utf8(label: &Arc<str>, bytes: &[u8], e: std::str::Utf8Error) -> Diagnostic {
     let good = &bytes[..e.valid_up_to()];
+    // Once, on the error path: no crate for it.
+    #[allow(clippy::naive_bytecount)]
     let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
     let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;

@@ -149,6 +149,8 @@ enum Open {
     Sequence(Vec<Node>, Span),
     /// Entries so far, and the key waiting for its value (`None` inside
     /// when the key was refused and its value is to be dropped).
+    // Three states, each named above: an enum of its own would only rename them.
+    #[allow(clippy::option_option)]
     Mapping(Mapping, Option<Option<Scalar>>),
 }
 
@@ -225,7 +227,10 @@ impl Builder {
             }
         } else {
             let mut first: HashMap<&str, usize, foldhash::fast::RandomState> =
-                HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+                HashMap::with_capacity_and_hasher(
+                    entries.len(),
+                    foldhash::fast::RandomState::default(),
+                );
             for (i, (key, _)) in entries.iter().enumerate() {
                 if let Some(&at) = first.get(key.as_str()) {
                     repeats.push((i, at));

@@ -63,7 +63,7 @@ fn power(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, Vec<[Strin
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
                 .map(str::to_string);
-            [(); 3].map(|_| cols.next().unwrap_or_default())
+            [(); 3].map(|()| cols.next().unwrap_or_default())
         })
         .collect::<Vec<_>>();
     assert!(

@@ -289,9 +289,10 @@ fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize, password: Op
     std::fs::create_dir(dir.join("persist")).unwrap();
     let addr = next_free_addr().to_string();
     // 16 bytes at most: the limit of IPMI 1.5 (`-I lan`); 2.0 allows 20.
-    let password = password
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("pw{}", &super::random_secret()[..14]));
+    let password = password.map_or_else(
+        || format!("pw{}", &super::random_secret()[..14]),
+        str::to_string,
+    );
     let state_file = dir.join("power");
     let events_file = dir.join("events");
     let log_file = dir.join("ipmi_sim.log");
@@ -404,8 +405,7 @@ fn udp_bound(hex: &str) -> bool {
 /// Fail clearly when a program the simulator needs is not installed.
 fn require(program: &str) {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
     assert!(
         found,
         "{program} is not installed: run scripts/install-test-deps (it installs \

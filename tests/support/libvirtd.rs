@@ -147,7 +147,7 @@ impl Libvirtd {
     fn wait_socket(&mut self) {
         let start = Instant::now();
         while !self.socket.exists() {
-            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(Child::try_wait) {
                 panic!("libvirtd exited ({status}); its log:\n{}", self.log());
             }
             assert!(
@@ -166,7 +166,7 @@ impl Libvirtd {
         const PROBE: &str = "power-harness-probe";
         let start = Instant::now();
         loop {
-            if let Some(Ok(Some(status))) = self.holder.as_mut().map(|c| c.try_wait()) {
+            if let Some(Ok(Some(status))) = self.holder.as_mut().map(Child::try_wait) {
                 panic!(
                     "virsh event --loop exited ({status}): {}\nlibvirtd's log:\n{}",
                     std::fs::read_to_string(self.dir.path().join("holder.log")).unwrap_or_default(),

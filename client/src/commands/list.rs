@@ -92,7 +92,7 @@ mod tests {
         NodeAttributes {
             name: name.into(),
             platform: Some(platform.into()),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
+            groups: groups.iter().map(ToString::to_string).collect(),
         }
     }
 

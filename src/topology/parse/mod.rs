@@ -361,7 +361,7 @@ impl Parser<'_> {
             other => self.mapping(other, &label(), "platform and variables"),
         };
         let mut platform_given = false;
-        for (k, v) in settings.into_iter().flat_map(|m| m.iter()) {
+        for (k, v) in settings.into_iter().flat_map(Mapping::iter) {
             match (k.as_str(), v) {
                 ("platform", Node::Scalar(s)) => {
                     platform_given = true;
