@@ -353,31 +353,9 @@ pub async fn serve(
         _ = interrupt.recv() => Some("SIGINT"),
     };
     if let Some(name) = signal_name {
-        let grace = settings.shutdown_grace;
-        tracing::info!(
-            running = engine.in_flight(),
-            "{name}: no longer accepting; running drivers have {}",
-            humantime::format_duration(grace)
-        );
         let _ = stop.send(());
-        // Poll the server alongside: it closes the listener at once, then
-        // waits for the connections in flight, which end as their drivers do.
-        let drain = async {
-            let _ = tokio::join!(
-                engine.shutdown(grace),
-                tokio::time::timeout(grace + DRAIN_MARGIN, &mut server)
-            );
-        };
-        let hurried = tokio::select! {
-            () = drain => false,
-            _ = terminate.recv() => true,
-            _ = interrupt.recv() => true,
-        };
-        if hurried {
-            tracing::warn!("second signal: killing running drivers now");
-            engine.shutdown(Duration::ZERO).await;
-            let _ = tokio::time::timeout(DRAIN_MARGIN, &mut server).await;
-        }
+        let signals = [&mut terminate, &mut interrupt];
+        shut_down(name, &engine, settings.shutdown_grace, server, signals).await;
     }
     reloader.abort();
     // Escaped processes of the last runs, before their adopter goes.
@@ -385,6 +363,40 @@ pub async fn serve(
     drop(workers);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// After `name` (a signal): the listener is closed (`server` was told to
+/// stop); running drivers get `grace`, then are killed, while `server`
+/// waits for the connections in flight, which end as their drivers do. A
+/// second signal skips the rest of the grace period.
+async fn shut_down(
+    name: &str,
+    engine: &Engine,
+    grace: Duration,
+    mut server: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    [terminate, interrupt]: [&mut tokio::signal::unix::Signal; 2],
+) {
+    tracing::info!(
+        running = engine.in_flight(),
+        "{name}: no longer accepting; running drivers have {}",
+        humantime::format_duration(grace)
+    );
+    let drain = async {
+        let _ = tokio::join!(
+            engine.shutdown(grace),
+            tokio::time::timeout(grace + DRAIN_MARGIN, &mut server)
+        );
+    };
+    let hurried = tokio::select! {
+        () = drain => false,
+        _ = terminate.recv() => true,
+        _ = interrupt.recv() => true,
+    };
+    if hurried {
+        tracing::warn!("second signal: killing running drivers now");
+        engine.shutdown(Duration::ZERO).await;
+        let _ = tokio::time::timeout(DRAIN_MARGIN, &mut server).await;
+    }
 }
 
 /// Everything the routes need, before anything listens: the topology
