@@ -4,8 +4,9 @@
 //! platform into an executable driver ([`driver`]), runs drivers for nodes
 //! under concurrency bounds ([`engine`]) and serves the power API
 //! ([`api`], with tokens from [`auth`] and settings from [`config`]).
-//! `main.rs` parses arguments, layers the settings and calls into this
-//! library, so tests and benchmarks can use every part directly.
+//! The command line is here too ([`run`], with the settings layered from
+//! flags, the environment and the config file): `main.rs` only calls
+//! [`run::main`], so tests and benchmarks can use every part directly.
 
 /// jemalloc: a freed topology load can be handed back to the system whole
 /// ([`state`] purges after every load), where glibc's heap stays
