@@ -227,7 +227,7 @@ impl Options {
     ///
     /// The reference's config (Figaro's `application.yaml`) loads too, with
     /// a warning for each key taken differently or ignored (see
-    /// [`migrate`]); its `remote_url` is refused.
+    /// `migrate`); its `remote_url` is refused.
     pub fn parse(text: &str, path: &Path) -> Result<Options, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Options::default());
