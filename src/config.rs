@@ -292,7 +292,7 @@ const FIGARO_ENVIRONMENTS: [&str; 3] = ["development", "test", "production"];
 /// Says whether anything changed.
 fn migrate(map: &mut serde_yaml::Mapping, warnings: &mut Vec<String>) -> Result<bool, ConfigError> {
     use serde_yaml::Value;
-    let before = map.clone();
+    let keys = map.len();
     if let Some(url) = map.get("remote_url").filter(|v| !v.is_null()) {
         return Err(ConfigError::Unsupported {
             setting: "remote_url".into(),
@@ -315,10 +315,12 @@ fn migrate(map: &mut serde_yaml::Mapping, warnings: &mut Vec<String>) -> Result<
                 .into(),
         );
     }
+    let mut changed = false;
     for key in ["num_worker_commands", "concurrency"] {
         if let Some(Value::String(text)) = map.get(key) {
             if let Ok(n) = text.trim().parse::<u64>() {
                 map.insert(key.into(), Value::Number(n.into()));
+                changed = true;
             }
         }
     }
@@ -328,6 +330,7 @@ fn migrate(map: &mut serde_yaml::Mapping, warnings: &mut Vec<String>) -> Result<
                 "log_level: {level} is read as `error` (errors only)"
             ));
             map.insert("log_level".into(), Value::String("error".into()));
+            changed = true;
         }
     }
     if let Some(file) = map.get("topology_config") {
@@ -342,7 +345,8 @@ fn migrate(map: &mut serde_yaml::Mapping, warnings: &mut Vec<String>) -> Result<
             scalar_text(dir)
         ));
     }
-    Ok(*map != before)
+    // Keys dropped (empty ones, sections) or values rewritten.
+    Ok(changed || map.len() != keys)
 }
 
 fn scalar_text(value: &serde_yaml::Value) -> String {

@@ -860,11 +860,7 @@ impl Answers<'_> {
     fn line(&mut self, line: &[u8]) {
         match self.ledger.accept(line, self.started.elapsed()) {
             Ok(result) => {
-                log_answer(&result);
-                self.count(&result);
-                if let Some(tx) = &self.tx {
-                    let _ = tx.send(result);
-                }
+                self.deliver(result);
                 if self.ledger.left() == 0 {
                     self.tx = None;
                 }
@@ -879,8 +875,14 @@ impl Answers<'_> {
         }
     }
 
-    fn count(&mut self, result: &CommandAttributes) {
+    /// A node's result logged, counted, and sent on while the request
+    /// still waits for this chunk.
+    fn deliver(&mut self, result: CommandAttributes) {
+        log_answer(&result);
         self.counts[metrics::outcome_index(result.success, result.state)] += 1;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(result);
+        }
     }
 
     /// The run is over: every silent node fails as `outcome` says.
@@ -901,14 +903,8 @@ impl Answers<'_> {
             let stderr = interpret::redact(&String::from_utf8_lossy(&outcome.stderr), secrets);
             tracing::debug!(platform = %self.platform, %stderr, "batch driver stderr");
         }
-        for result in &silent {
-            log_answer(result);
-            self.count(result);
-        }
-        if let Some(tx) = &self.tx {
-            for result in silent {
-                let _ = tx.send(result);
-            }
+        for result in silent {
+            self.deliver(result);
         }
         for (outcome, count) in metrics::OUTCOMES.iter().zip(self.counts) {
             self.metrics
