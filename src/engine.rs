@@ -825,6 +825,11 @@ impl Engine {
         }
     }
 
+    /// Turns true when shutdown begins: no run starts after that.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Node runs started and not yet finished (queued ones included).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)

@@ -30,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod driver;
 pub mod engine;
+pub mod follow_up;
 pub mod load;
 pub mod metrics;
 pub mod paths;

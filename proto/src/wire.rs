@@ -48,6 +48,16 @@ impl Action {
         Action::ALL.into_iter().find(|a| a.method() == method)
     }
 
+    /// The state the action leaves a node in (`on` after on or restart,
+    /// `off` after off); `None` for status.
+    pub fn target_state(self) -> Option<PowerState> {
+        match self {
+            Action::PowerOn | Action::Restart => Some(PowerState::On),
+            Action::PowerOff => Some(PowerState::Off),
+            Action::Status => None,
+        }
+    }
+
     /// The protocol name: `status`, `power_on`, `power_off`, `restart`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +109,54 @@ impl fmt::Display for PowerState {
     }
 }
 
+/// Why an action failed, in one word a program can act on (`error-class`
+/// on the wire). A driver says the first four with a reserved exit code or
+/// batch word (`docs/drivers.md`); the server says the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// The endpoint refused the credentials: retrying cannot help.
+    Auth,
+    /// The endpoint (BMC, API, hypervisor) could not be reached.
+    Unreachable,
+    /// The endpoint is busy: the server retried it; try again later.
+    Busy,
+    /// The platform cannot do this action.
+    Unsupported,
+    /// The driver overran the platform's timeout and was killed.
+    Timeout,
+    /// The action succeeded but the node was not seen in its target state
+    /// within the wait (`?wait=`).
+    Unconfirmed,
+    /// The node is not in the topology.
+    Missing,
+    /// Anything else (and any class this side does not know yet).
+    #[serde(other)]
+    Failed,
+}
+
+impl ErrorClass {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Auth => "auth",
+            ErrorClass::Unreachable => "unreachable",
+            ErrorClass::Busy => "busy",
+            ErrorClass::Unsupported => "unsupported",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Unconfirmed => "unconfirmed",
+            ErrorClass::Missing => "missing",
+            ErrorClass::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of one action on one node: what the engine produces and what
 /// a `commands` resource carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +182,14 @@ pub struct CommandAttributes {
     /// what the server knows: timed out, killed by signal, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Added: what kind of failure `error` is, when the action failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// Added: only when the request asked the server to confirm (`?wait=`)
+    /// an action that succeeded: whether the node was then seen in the
+    /// action's target state (`state` is the state last seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<bool>,
     /// Added: the driver's exit code, when it exited normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -142,6 +208,7 @@ impl CommandAttributes {
             format!("node {node} is not in the topology"),
         );
         result.missing = true;
+        result.error_class = Some(ErrorClass::Missing);
         result
     }
 
@@ -156,6 +223,8 @@ impl CommandAttributes {
             running: (action == Action::Status).then_some(false),
             state: (action == Action::Status).then_some(PowerState::Unknown),
             error: Some(error),
+            error_class: Some(ErrorClass::Failed),
+            confirmed: None,
             exit_code: None,
             duration_ms: 0,
         }

@@ -7,7 +7,7 @@
 
 use super::interpret::{self, Exit, Outcome};
 use crate::topology::Node;
-use power_proto::wire::{Action, CommandAttributes, PowerState};
+use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,19 @@ pub fn persistent_input(
     text.extend(input(variables, nodes, first_id));
     text.push(b'\n');
     text
+}
+
+/// The words a batch driver answers a failed node with, and the class
+/// each gives it: `error`, or a reserved word saying why.
+pub fn word_class(word: &str) -> Option<ErrorClass> {
+    match word {
+        "error" => Some(ErrorClass::Failed),
+        "auth" => Some(ErrorClass::Auth),
+        "unreachable" => Some(ErrorClass::Unreachable),
+        "busy" => Some(ErrorClass::Busy),
+        "unsupported" => Some(ErrorClass::Unsupported),
+        _ => None,
+    }
 }
 
 /// Why an answer line was not trusted.
@@ -153,19 +166,20 @@ impl Ledger {
             (true, "on") => (true, PowerState::On),
             (true, "off") => (true, PowerState::Off),
             (false, "ok") => (true, PowerState::Unknown),
-            (_, "error") => (false, PowerState::Unknown),
+            (_, word) if word_class(word).is_some() => (false, PowerState::Unknown),
             _ => return Err(Ignored::WrongWord(self.mask(word))),
         };
         self.answered[index] = true;
         self.left -= 1;
-        let error = (!success).then(|| {
-            if message.is_empty() {
-                format!("{} failed: the driver gave no reason", self.action)
-            } else {
-                self.mask(message)
-            }
+        let failure = word_class(word).map(|class| {
+            let error = match (message.is_empty(), interpret::reserved_meaning(class)) {
+                (false, _) => self.mask(message),
+                (true, Some(meaning)) => format!("{}: {meaning}", self.action),
+                (true, None) => format!("{} failed: the driver gave no reason", self.action),
+            };
+            (error, class)
         });
-        Ok(self.result(index, success, state, error, None, elapsed))
+        Ok(self.result(index, success, state, failure, None, elapsed))
     }
 
     /// Results for every node still without an answer once the run is
@@ -173,6 +187,7 @@ impl Ledger {
     /// out, stopped), or [`NO_ANSWER`].
     pub fn unanswered(&self, outcome: &Outcome) -> Vec<CommandAttributes> {
         let message = self.mask(&interpret::failure(outcome, |_| NO_ANSWER.to_string()));
+        let class = interpret::class_of(&outcome.exit);
         let exit_code = match outcome.exit {
             Exit::Code(c) => Some(c),
             _ => None,
@@ -180,12 +195,12 @@ impl Ledger {
         (0..self.names.len())
             .filter(|&i| !self.answered[i])
             .map(|i| {
-                let error = Some(message.clone());
+                let failure = Some((message.clone(), class));
                 self.result(
                     i,
                     false,
                     PowerState::Unknown,
-                    error,
+                    failure,
                     exit_code,
                     outcome.duration,
                 )
@@ -206,14 +221,16 @@ impl Ledger {
         index: usize,
         success: bool,
         state: PowerState,
-        error: Option<String>,
+        failure: Option<(String, ErrorClass)>,
         exit_code: Option<i32>,
         elapsed: Duration,
     ) -> CommandAttributes {
+        let (error, error_class) = failure.unzip();
         let verdict = interpret::Verdict {
             success,
             state: (self.action == Action::Status).then_some(state),
             error,
+            error_class,
             exit_code,
         };
         verdict.result(self.action, &self.names[index], &self.platform, elapsed)
@@ -290,6 +307,50 @@ mod tests {
             bad.error.as_deref(),
             Some("power_off failed: the driver gave no reason")
         );
+        assert_eq!(bad.error_class, Some(ErrorClass::Failed));
+    }
+
+    #[test]
+    fn reserved_words_fail_a_node_with_their_class_for_any_action() {
+        let mut l = ledger(Action::Status, 4);
+        let auth = l.accept(b"1 auth", Duration::ZERO).unwrap();
+        assert_eq!(
+            (auth.success, auth.error_class, auth.error.as_deref()),
+            (
+                false,
+                Some(ErrorClass::Auth),
+                Some("status: the endpoint refused the credentials")
+            )
+        );
+        let busy = l
+            .accept(b"2 busy locked by hunter2", Duration::ZERO)
+            .unwrap();
+        assert_eq!(
+            (busy.error_class, busy.error.as_deref()),
+            (Some(ErrorClass::Busy), Some("locked by ***"))
+        );
+        let far = l.accept(b"3 unreachable", Duration::ZERO).unwrap();
+        assert_eq!(far.error_class, Some(ErrorClass::Unreachable));
+        let mut l = ledger(Action::Restart, 1);
+        let no = l
+            .accept(b"1 unsupported no reset here", Duration::ZERO)
+            .unwrap();
+        assert_eq!(no.error_class, Some(ErrorClass::Unsupported));
+    }
+
+    #[test]
+    fn unanswered_nodes_take_the_class_of_the_exit() {
+        let mut l = ledger(Action::PowerOn, 2);
+        l.accept(b"1 ok", Duration::ZERO).unwrap();
+        let left = l.unanswered(&outcome(Exit::Code(77), "login refused"));
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].error_class, left[0].error.as_deref()),
+            (Some(ErrorClass::Auth), Some("login refused"))
+        );
+        let late = ledger(Action::PowerOn, 1)
+            .unanswered(&outcome(Exit::TimedOut(Duration::from_secs(1)), ""));
+        assert_eq!(late[0].error_class, Some(ErrorClass::Timeout));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! on, `status_off_exit_code` off, anything else unknown), and an error
 //! message a person can act on.
 
-use power_proto::wire::{Action, CommandAttributes, PowerState};
+use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 use std::time::Duration;
 
 /// How a driver run ended.
@@ -33,6 +33,45 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+/// The exit codes a driver may use to say why it failed, from
+/// `sysexits.h` (so a driver in any language has them by name, e.g.
+/// Python's `os.EX_NOPERM`), with the class each gives the result.
+pub const RESERVED_EXITS: [(i32, &str, ErrorClass); 4] = [
+    (68, "EX_NOHOST", ErrorClass::Unreachable),
+    (69, "EX_UNAVAILABLE", ErrorClass::Unsupported),
+    (75, "EX_TEMPFAIL", ErrorClass::Busy),
+    (77, "EX_NOPERM", ErrorClass::Auth),
+];
+
+/// The class a driver's exit code gives a failure.
+pub fn exit_class(code: i32) -> ErrorClass {
+    RESERVED_EXITS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(ErrorClass::Failed, |(_, _, class)| *class)
+}
+
+/// The class of a failure, from how the run ended.
+pub fn class_of(exit: &Exit) -> ErrorClass {
+    match exit {
+        Exit::Code(code) => exit_class(*code),
+        Exit::TimedOut(_) => ErrorClass::Timeout,
+        Exit::Signal(_) | Exit::Stopped | Exit::SpawnFailed(_) => ErrorClass::Failed,
+    }
+}
+
+/// What a reserved exit code means, for a message when the driver said
+/// nothing on stderr.
+pub fn reserved_meaning(class: ErrorClass) -> Option<&'static str> {
+    match class {
+        ErrorClass::Auth => Some("the endpoint refused the credentials"),
+        ErrorClass::Unreachable => Some("the endpoint could not be reached"),
+        ErrorClass::Busy => Some("the endpoint is busy"),
+        ErrorClass::Unsupported => Some("the platform cannot do this action"),
+        _ => None,
+    }
+}
+
 /// Longest error message passed on, in characters.
 pub const MAX_ERROR_CHARS: usize = 500;
 
@@ -52,13 +91,14 @@ pub fn interpret(
         Exit::Code(c) => (false, PowerState::Unknown, Some(c)),
         _ => (false, PowerState::Unknown, None),
     };
+    let error_class = (!success).then(|| class_of(&outcome.exit));
     let error = (!success).then(|| {
-        let message = failure(outcome, |c| {
-            if is_status {
+        let message = failure(outcome, |c| match reserved_meaning(exit_class(c)) {
+            Some(meaning) => format!("{action}: {meaning} (exit {c})"),
+            None if is_status => {
                 format!("status exited {c}: neither on (0) nor off ({status_off_exit_code})")
-            } else {
-                format!("{action} exited {c}")
             }
+            None => format!("{action} exited {c}"),
         });
         truncate(&redact(&message, secrets), MAX_ERROR_CHARS)
     });
@@ -66,6 +106,7 @@ pub fn interpret(
         success,
         state: is_status.then_some(state),
         error,
+        error_class,
         exit_code,
     };
     verdict.result(action, node, platform, outcome.duration)
@@ -80,6 +121,8 @@ pub struct Verdict {
     pub state: Option<PowerState>,
     /// Why it failed.
     pub error: Option<String>,
+    /// What kind of failure it is.
+    pub error_class: Option<ErrorClass>,
     /// The driver's exit code, when it is the node's own.
     pub exit_code: Option<i32>,
 }
@@ -102,6 +145,8 @@ impl Verdict {
             running: self.state.map(|s| self.success && s == PowerState::On),
             state: self.state,
             error: self.error,
+            error_class: self.error_class,
+            confirmed: None,
             exit_code: self.exit_code,
             duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64,
         }
@@ -242,6 +287,47 @@ mod tests {
             unknown.error.as_deref(),
             Some("status exited 1: neither on (0) nor off (111)")
         );
+    }
+
+    #[test]
+    fn reserved_exit_codes_classify_failures() {
+        let auth = run(Action::PowerOn, Exit::Code(77), "");
+        assert_eq!(auth.error_class, Some(ErrorClass::Auth));
+        assert_eq!(
+            auth.error.as_deref(),
+            Some("power_on: the endpoint refused the credentials (exit 77)")
+        );
+        let busy = run(
+            Action::Status,
+            Exit::Code(75),
+            "controller locked by hunter2",
+        );
+        assert_eq!(busy.error_class, Some(ErrorClass::Busy));
+        assert_eq!(busy.error.as_deref(), Some("controller locked by ***"));
+        assert_eq!(
+            run(Action::Restart, Exit::Code(68), "").error_class,
+            Some(ErrorClass::Unreachable)
+        );
+        assert_eq!(
+            run(Action::PowerOff, Exit::Code(69), "").error_class,
+            Some(ErrorClass::Unsupported)
+        );
+        let timed_out = Exit::TimedOut(Duration::from_secs(3));
+        assert_eq!(
+            run(Action::PowerOn, timed_out, "").error_class,
+            Some(ErrorClass::Timeout)
+        );
+        assert_eq!(
+            run(Action::PowerOn, Exit::Code(1), "").error_class,
+            Some(ErrorClass::Failed)
+        );
+        assert_eq!(
+            run(Action::PowerOn, Exit::Signal(9), "").error_class,
+            Some(ErrorClass::Failed)
+        );
+        // Success has no class; nor has "off".
+        assert_eq!(run(Action::Status, Exit::Code(111), "").error_class, None);
+        assert_eq!(run(Action::PowerOn, Exit::Code(0), "").error_class, None);
     }
 
     #[test]

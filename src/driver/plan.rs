@@ -170,6 +170,7 @@ mod tests {
             },
             status_off_exit_code: 111,
             timeout: Duration::from_secs(5),
+            confirm: None,
             concurrency: None,
             serialize_by: None,
             batch: None,

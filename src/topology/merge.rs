@@ -117,6 +117,7 @@ impl Joined {
                 driver: def.driver,
                 status_off_exit_code: def.status_off_exit_code,
                 timeout: def.timeout,
+                confirm: def.confirm,
                 concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
                 batch: def.batch,

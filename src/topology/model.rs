@@ -125,6 +125,9 @@ pub struct Platform {
     pub status_off_exit_code: i32,
     /// Per-run timeout.
     pub timeout: Duration,
+    /// How long the server confirms an on, off or restart by polling
+    /// status when a request does not say (`?wait=`); `None`: it does not.
+    pub confirm: Option<Duration>,
     /// Most runs at once for this platform.
     pub concurrency: Option<usize>,
     /// A variable naming a shared controller; runs sharing its value never overlap.

@@ -105,6 +105,8 @@ pub struct PlatformDef {
     pub status_off_exit_code: i32,
     /// Per-run timeout.
     pub timeout: Duration,
+    /// How long to confirm an action's state by default (`confirm`).
+    pub confirm: Option<Duration>,
     /// Most runs of this platform at once (`None`: only the global bound).
     pub concurrency: Option<usize>,
     /// A variable whose value names a shared controller: runs sharing it

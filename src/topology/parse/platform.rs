@@ -21,6 +21,7 @@ struct PlatformKeys {
     driver: Option<At<String>>,
     status_off_exit_code: Option<i32>,
     timeout: Option<Duration>,
+    confirm: Option<Duration>,
     concurrency: Option<usize>,
     serialize_by: Option<At<String>>,
     batch: bool,
@@ -71,6 +72,7 @@ impl Parser<'_> {
                 .status_off_exit_code
                 .unwrap_or(DEFAULT_STATUS_OFF_EXIT_CODE),
             timeout: keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            confirm: keys.confirm,
             concurrency: keys.concurrency,
             serialize_by: keys.serialize_by,
             batch,
@@ -104,6 +106,7 @@ impl Parser<'_> {
                 "driver" => keys.driver = self.scalar(v, &what).map(|s| self.at(s)),
                 "status_off_exit_code" => keys.status_off_exit_code = self.typed(v, &what, exit_code),
                 "timeout" => keys.timeout = self.typed(v, &what, parse_duration),
+                "confirm" => keys.confirm = self.typed(v, &what, parse_duration),
                 "concurrency" => keys.concurrency = self.typed(v, &what, at_least_one),
                 "serialize_by" => keys.serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
                 "batch" => keys.batch = self.typed(v, &what, boolean).unwrap_or(false),
@@ -114,8 +117,8 @@ impl Parser<'_> {
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
-                         restart, status, driver, status_off_exit_code, timeout, concurrency, serialize_by, \
-                         batch, batch_max, persistent or processes)"
+                         restart, status, driver, status_off_exit_code, timeout, confirm, concurrency, \
+                         serialize_by, batch, batch_max, persistent or processes)"
                     ),
                 ),
             }
@@ -243,7 +246,12 @@ pub fn is_group_name(name: &str) -> bool {
 }
 
 fn exit_code(text: &str) -> Result<i32, String> {
+    let reserved = crate::driver::interpret::RESERVED_EXITS;
     match text.parse::<i32>() {
+        Ok(code) if reserved.iter().any(|(c, _, _)| *c == code) => Err(format!(
+            "exit code {code} is reserved for a driver to say why it failed (68, 69, 75 \
+             and 77: see docs/drivers.md); choose another"
+        )),
         Ok(code) if (1..=255).contains(&code) => Ok(code),
         _ => Err(format!(
             "expected an exit code from 1 to 255, found {text:?}"
@@ -386,6 +394,7 @@ mod tests {
         let cases = [
             ("status_off_exit_code: 0", "t.yaml:4:27: platform p: status_off_exit_code: expected an exit code from 1 to 255, found \"0\""),
             ("status_off_exit_code: abc", "t.yaml:4:27: platform p: status_off_exit_code: expected an exit code from 1 to 255, found \"abc\""),
+            ("status_off_exit_code: 77", "t.yaml:4:27: platform p: status_off_exit_code: exit code 77 is reserved for a driver to say why it failed (68, 69, 75 and 77: see docs/drivers.md); choose another"),
             ("concurrency: 0", "t.yaml:4:18: platform p: concurrency: expected a whole number of at least 1, found \"0\""),
             ("timeout: 0s", "t.yaml:4:14: platform p: timeout: expected a duration above zero"),
         ];

@@ -144,7 +144,7 @@ fn run(
 /// Results to build tests on, shared by the tests of the submodules.
 #[cfg(test)]
 mod test_support {
-    use power_proto::wire::{Action, CommandAttributes, PowerState};
+    use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 
     pub(super) fn result(action: Action, name: &str, success: bool) -> CommandAttributes {
         CommandAttributes {
@@ -156,6 +156,8 @@ mod test_support {
             running: None,
             state: None,
             error: (!success).then(|| "sim: boom".to_string()),
+            error_class: (!success).then_some(ErrorClass::Failed),
+            confirmed: None,
             exit_code: (!success).then_some(1),
             duration_ms: 1,
         }
