@@ -137,8 +137,8 @@ pub struct PowerRequest {
 /// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes; or,
 /// with `dry_run=true`, say what it would do and run nothing.
 pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
-    let action = request.action;
     let Admitted {
+        action,
         grant,
         loaded,
         nodes,
@@ -154,8 +154,10 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join("&");
+                let action = request.action;
                 let _ = audit.write(&Record::refused(subject, action, error.detail(), &query));
             }
+            let action = request.action;
             tracing::info!(%action, status = error.status().as_u16(), "refused: {}", error.detail());
             return error.into_response();
         }
@@ -213,9 +215,37 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     .into_response()
 }
 
+/// The action a request asks for: its method's, or, for a dry run asked
+/// with `GET`, its `action` parameter's. A dry run of an action asked as a
+/// `GET` is safe to send to any server: one that knows no dry run (the
+/// reference) answers it as a status rather than run the action.
+fn planned_action(request: &PowerRequest) -> Result<Action, Refusal> {
+    let named: Vec<&str> = request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "action")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let Some(last) = named.last() else {
+        return Ok(request.action);
+    };
+    let bad = |why: String| Err((None, ApiError::BadRequest(why)));
+    let dry_run = flag(&request.query, &["dry_run", "dry-run"]).unwrap_or(false);
+    if request.action != Action::Status || !dry_run {
+        return bad(
+            "the action parameter is taken only by a dry run asked with GET \
+             (GET /?dry_run=true&action=power_off): otherwise the method says the action"
+                .into(),
+        );
+    }
+    last.parse::<Action>()
+        .or_else(|e| bad(format!("bad action parameter: {e}")))
+}
+
 /// A request let through: what its token allows, the load it was checked
 /// against, the nodes it selects, and its `dry_run` and `force`.
 struct Admitted {
+    action: Action,
     grant: Grant,
     loaded: Arc<Loaded>,
     nodes: Vec<String>,
@@ -232,7 +262,7 @@ type Refusal = (Option<String>, ApiError);
 fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let grant = authorize(app, request.authorization.as_deref()).map_err(|e| (None, e))?;
     let subject = grant.subject.clone();
-    let action = request.action;
+    let action = planned_action(request).map_err(|(_, e)| (subject.clone(), e))?;
     if action != Action::Status && !grant.may_act {
         return Err((
             subject,
@@ -264,6 +294,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let loaded = app.state.current();
     let nodes = select(&loaded.topology, &selection, &grant, app.hostlist_limit).map_err(bad)?;
     Ok(Admitted {
+        action,
         grant,
         loaded,
         nodes,
