@@ -120,6 +120,7 @@ pub struct ListArgs {
 
 /// The nodes (or groups) a power command acts on.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // each is one command-line switch
 pub struct Targets {
     /// Hostlist expressions naming nodes (with --groups: groups).
     #[arg(required_unless_present = "all", value_name = "NODES")]

@@ -9,16 +9,16 @@ use std::fmt::Write as _;
 
 /// The `--json` document of a dry run.
 #[derive(Debug, Serialize)]
-struct DryRun<'a> {
+struct PlanReport<'a> {
     action: Action,
     dry_run: bool,
     force: bool,
-    nodes: Vec<DryRunNode<'a>>,
+    nodes: Vec<PlanNode<'a>>,
 }
 
 /// One node of the `--json` document.
 #[derive(Debug, Serialize)]
-struct DryRunNode<'a> {
+struct PlanNode<'a> {
     name: &'a str,
     platform: Option<&'a str>,
     driver: Option<&'a str>,
@@ -55,13 +55,13 @@ fn variables(plan: &PlanAttributes) -> String {
 pub fn render(action: Action, force: bool, plans: &[PlanAttributes], format: Format) -> String {
     match format {
         Format::Json => {
-            let doc = DryRun {
+            let doc = PlanReport {
                 action,
                 dry_run: true,
                 force,
                 nodes: plans
                     .iter()
-                    .map(|p| DryRunNode {
+                    .map(|p| PlanNode {
                         name: &p.node_name,
                         platform: p.platform.as_deref(),
                         driver: p.driver.as_deref(),
