@@ -210,7 +210,11 @@ mod tests {
         );
         // Read but with no flag, so not in a flag's help: the secret (no
         // flag, by design) and what only the config or environment sets.
-        let flagless = ["POWER_SERVER_JWT_SECRET", "POWER_SERVER_METRICS_PUBLIC"];
+        let flagless = [
+            "POWER_SERVER_JWT_SECRET",
+            "POWER_SERVER_METRICS_PUBLIC",
+            "POWER_SERVER_PROTECTED_GROUPS",
+        ];
         let unnamed: Vec<&String> = read
             .difference(&named)
             .filter(|v| !flagless.contains(&v.as_str()))

@@ -88,6 +88,10 @@ pub struct Options {
     /// Most connections served at once (`POWER_SERVER_MAX_CONNECTIONS`;
     /// default 4096).
     pub max_connections: Option<usize>,
+    /// Groups whose nodes refuse power off and restart unless the request
+    /// says `force=true` (`POWER_SERVER_PROTECTED_GROUPS`, comma-separated;
+    /// default none).
+    pub protected_groups: Option<Vec<String>>,
 }
 
 /// Why settings could not be worked out. Never carries a secret.
@@ -172,6 +176,7 @@ impl Options {
             shutdown_grace: self.shutdown_grace.or(lower.shutdown_grace),
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
             max_connections: self.max_connections.or(lower.max_connections),
+            protected_groups: self.protected_groups.or(lower.protected_groups),
         }
     }
 
@@ -216,6 +221,12 @@ impl Options {
             shutdown_grace: get("POWER_SERVER_SHUTDOWN_GRACE"),
             hostlist_limit: number("POWER_SERVER_HOSTLIST_LIMIT")?,
             max_connections: number("POWER_SERVER_MAX_CONNECTIONS")?,
+            protected_groups: get("POWER_SERVER_PROTECTED_GROUPS").map(|v| {
+                v.split(',')
+                    .map(|g| g.trim().to_string())
+                    .filter(|g| !g.is_empty())
+                    .collect()
+            }),
             topology_config: None,
             scripts_dir: None,
             warnings: Vec::new(),
@@ -402,6 +413,8 @@ pub struct Settings {
     pub hostlist_limit: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Groups whose nodes refuse power off and restart without `force`.
+    pub protected_groups: Vec<String>,
 }
 
 /// How the server writes its log lines (on stderr).
@@ -462,6 +475,10 @@ impl Settings {
         if max_connections == 0 {
             return Err(invalid("max_connections", "0", "at least 1"));
         }
+        let protected_groups = options.protected_groups.unwrap_or_default();
+        if let Some(bad) = protected_groups.iter().find(|g| g.trim().is_empty()) {
+            return Err(invalid("protected_groups", bad, "a list of group names"));
+        }
         Ok(Settings {
             bind,
             load: LoadSettings {
@@ -498,6 +515,7 @@ impl Settings {
             shutdown_grace,
             hostlist_limit,
             max_connections,
+            protected_groups,
         })
     }
 }
@@ -723,6 +741,32 @@ concurency: 3
             parse_bind("0.0.0.0").unwrap(),
             "0.0.0.0:6302".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn protected_groups_come_from_the_file_or_the_environment() {
+        let file = Options::parse("protected_groups: [infra, login]\n", Path::new("c")).unwrap();
+        let s = Settings::resolve(file.clone(), &Host::default()).unwrap();
+        assert_eq!(s.protected_groups, ["infra", "login"]);
+        let from_env =
+            Options::from_env(env(&[("POWER_SERVER_PROTECTED_GROUPS", "storage, ,mgmt")])).unwrap();
+        let s = Settings::resolve(from_env.or(file), &Host::default()).unwrap();
+        assert_eq!(
+            s.protected_groups,
+            ["storage", "mgmt"],
+            "the environment wins"
+        );
+        let none = Settings::resolve(Options::default(), &Host::default()).unwrap();
+        assert!(none.protected_groups.is_empty());
+        let e = Settings::resolve(
+            Options {
+                protected_groups: Some(vec![String::new()]),
+                ..Options::default()
+            },
+            &Host::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("protected_groups: "), "{e}");
     }
 
     #[test]

@@ -1652,3 +1652,92 @@ fn drivers_run_in_scripts_dir() {
         s.log()
     );
 }
+
+/// `all=true` selects every node the token covers and comes alone;
+/// `dry_run=true` (or `dry-run`) answers `plans` without a value and runs
+/// nothing, asked with the action's method or as a GET naming it; bad
+/// yes-or-no values and a misplaced `action` are 400s, after the token.
+#[test]
+fn all_and_dry_run_parameters() {
+    let s = server();
+    let operator = s.token(&["--role", "operator"]);
+    let names = |reply: &Reply| -> Vec<String> {
+        data(reply)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let every = s.get("/?all=true", &operator);
+    assert_eq!(
+        names(&every),
+        ["n01", "n02", "n03", "n04", "lit", "slow", "broken"]
+    );
+    let limited = s.token(&["--nodes", "n0[3-4]"]);
+    assert_eq!(names(&s.get("/?all=1", &limited)), ["n03", "n04"]);
+    assert_eq!(
+        names(&s.get("/?all=false", &operator)),
+        Vec::<String>::new()
+    );
+    for (query, detail) in [
+        (
+            "/?all=true&nodes=n01",
+            "all=true selects every node: give it without nodes or groups",
+        ),
+        (
+            "/?all=yes",
+            "bad all parameter: \"yes\": expected true or false",
+        ),
+        (
+            "/?nodes=n01&dry-run=",
+            "bad dry_run parameter: \"\": expected true or false",
+        ),
+        (
+            "/?nodes=n01&action=power_off",
+            "the action parameter is taken only by a dry run asked with GET \
+             (GET /?dry_run=true&action=power_off): otherwise the method says the action",
+        ),
+        (
+            "/?nodes=n01&dry_run=true&action=reboot",
+            "bad action parameter: unknown action \"reboot\" (expected power_on, power_off, \
+             restart or status)",
+        ),
+    ] {
+        assert_eq!(refused(&s.get(query, &operator), 400), detail, "{query}");
+        let anonymous = s.request("GET", query, None, &[]);
+        refused(&anonymous, 403);
+    }
+    let plans = |method: &str, query: &str| {
+        let reply = s.request(method, query, Some(&operator), &[]);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.content_type.as_deref(), Some("application/json"));
+        reply.json()["data"].clone()
+    };
+    let by_method = plans("DELETE", "/?nodes=n01,ghost&dry_run=true");
+    let by_get = plans("GET", "/?nodes=n01,ghost&dry-run=true&action=power_off");
+    assert_eq!(by_method, by_get);
+    assert_eq!(
+        by_method[0],
+        json!({"type": "plans", "id": "n01", "attributes": {
+            "action": "power_off", "node-name": "n01", "platform": "sim", "missing": false,
+            "driver": "sim", "batch": false, "variables": [], "secret-variables": [],
+            "unset-variables": ["sim_initial", "sim_delay", "sim_fail"], "would-run": true}})
+    );
+    assert_eq!(by_method[1]["attributes"]["missing"], true);
+    assert_eq!(
+        by_method[1]["attributes"]["error"],
+        "node ghost is not in the topology"
+    );
+    assert!(!by_method.to_string().contains("hunter2"));
+    assert_eq!(s.sim_states(), [], "a dry run runs nothing");
+    let viewer = s.token(&["--role", "viewer"]);
+    let reply = s.request(
+        "GET",
+        "/?all=true&dry_run=true&action=restart",
+        Some(&viewer),
+        &[],
+    );
+    assert_eq!(
+        refused(&reply, 403),
+        "the token's role is viewer: restart needs an operator token"
+    );
+}

@@ -37,7 +37,8 @@ Exit codes:
   1  some node failed, was unknown or missing (or, with --wait, did not reach the state)
   2  usage error: bad arguments, bad hostlist, bad config file
   3  the token was refused (missing, expired, not signed by this server, not allowed)
-  4  the server could not be reached or answered nonsense"
+  4  the server could not be reached or answered nonsense
+  5  not confirmed: more nodes than max_nodes, and no --yes (nothing was done)"
     };
 }
 
@@ -47,10 +48,11 @@ pub const EXIT_CODES: &str = exit_codes!();
 const AFTER_LONG_HELP: &str = concat!(
     "\
 Settings:
-  base_url and jwt_token are read from the first config file found among --config FILE,
-  $POWER_CONFIG, $XDG_CONFIG_HOME/power/config.yaml (default ~/.config/power/config.yaml)
-  and /etc/power/config.yaml; POWER_URL and POWER_TOKEN override the file, and --url and
-  --token override both. The default URL is http://localhost:6302.
+  base_url, jwt_token and max_nodes are read from the first config file found among
+  --config FILE, $POWER_CONFIG, $XDG_CONFIG_HOME/power/config.yaml (default
+  ~/.config/power/config.yaml) and /etc/power/config.yaml; POWER_URL, POWER_TOKEN and
+  POWER_MAX_NODES override the file, and --url and --token override both. The default URL
+  is http://localhost:6302; by default no action asks for confirmation.
 
 ",
     exit_codes!()
@@ -118,13 +120,21 @@ pub struct ListArgs {
 
 /// The nodes (or groups) a power command acts on.
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // each is one command-line switch
 pub struct Targets {
     /// Hostlist expressions naming nodes (with --groups: groups).
-    #[arg(required = true, value_name = "NODES")]
+    #[arg(required_unless_present = "all", value_name = "NODES")]
     pub names: Vec<String>,
     /// NODES name groups, not nodes.
     #[arg(long, short = 'g')]
     pub groups: bool,
+    /// Every node the server knows (that the token covers), instead of NODES.
+    #[arg(long, conflicts_with_all = ["names", "groups", "nodes"])]
+    pub all: bool,
+    /// Say, per node, the platform, the driver and the variables it would
+    /// get (names only; credentials shown as ***), and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The reference client's `-n/--nodes` (NODES name nodes, as they do
     /// anyway): accepted so its users' scripts keep working; hidden, as it
     /// was deprecated there.
@@ -140,12 +150,22 @@ pub struct ActionArgs {
     pub targets: Targets,
     /// After the action, poll the status until every node reaches the
     /// target state (on for on and restart, off for off).
-    #[arg(long, short = 'w')]
+    #[arg(long, short = 'w', conflicts_with = "dry_run")]
     pub wait: bool,
     /// How long --wait waits, e.g. `90s`, `5m` (a bare number is seconds).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration,
           default_value = "5m", requires = "wait")]
     pub wait_timeout: Duration,
+    /// Do not ask for confirmation when more nodes than max_nodes are
+    /// touched (without it, the client asks on a terminal and refuses
+    /// elsewhere).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Off and restart nodes in the server's protected groups too (needs a
+    /// token for the whole cluster; the audit log records it). Power on is
+    /// never refused, so it changes nothing there.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parses `90s`, `5m`, `1h 30m` (humantime), or a bare number of seconds.
@@ -196,6 +216,18 @@ mod tests {
     }
 
     #[test]
+    fn all_stands_for_nodes() {
+        let cli = Cli::try_parse_from(["power", "off", "--all", "--yes", "--dry-run"]).unwrap();
+        match cli.command {
+            Some(Command::Off(a)) => {
+                assert!(a.targets.all && a.targets.dry_run && a.yes && !a.force);
+                assert!(a.targets.names.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn refuses_bad_combinations() {
         for args in [
             &["power", "status"][..],
@@ -203,6 +235,10 @@ mod tests {
             &["power", "status", "n1", "--wait"],
             &["power", "status", "n1", "--json", "--summary"],
             &["power", "list", "n1"],
+            &["power", "off", "--all", "n1"],
+            &["power", "off", "--all", "--groups"],
+            &["power", "on", "--dry-run"],
+            &["power", "on", "n1", "--dry-run", "--wait"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

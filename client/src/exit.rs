@@ -22,6 +22,10 @@ pub enum Exit {
     /// 4: the server could not be reached, or answered something that is not
     /// the power API.
     Server = 4,
+    /// 5: the request would touch more nodes than `max_nodes` and was not
+    /// confirmed (no `--yes`, not a terminal, or the answer was not yes):
+    /// nothing was done.
+    NotConfirmed = 5,
 }
 
 impl From<Exit> for ExitCode {
@@ -60,6 +64,8 @@ pub enum Failure {
     },
     /// Writing the output failed (other than a closed pipe, which is fine).
     Output(String),
+    /// More nodes than `max_nodes`, not confirmed: why, and what to do.
+    NotConfirmed(String),
 }
 
 impl Failure {
@@ -70,6 +76,7 @@ impl Failure {
             Failure::NoToken | Failure::TokenRefused(_) => Exit::TokenRefused,
             Failure::Unreachable { .. } | Failure::BadAnswer { .. } => Exit::Server,
             Failure::Output(_) => Exit::NodesFailed,
+            Failure::NotConfirmed(_) => Exit::NotConfirmed,
         }
     }
 }
@@ -77,7 +84,9 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Usage(message) | Failure::Config(message) => f.write_str(message),
+            Failure::Usage(message) | Failure::Config(message) | Failure::NotConfirmed(message) => {
+                f.write_str(message)
+            }
             Failure::BadRequest(detail) => write!(f, "the server refused the request: {detail}"),
             Failure::NoToken => f.write_str(
                 "no token configured: set jwt_token in the config file, POWER_TOKEN or --token \

@@ -8,7 +8,8 @@
 
 use crate::exit::Failure;
 use power_proto::wire::{
-    Action, CommandAttributes, Document, ErrorDocument, GroupAttributes, NodeAttributes, Resource,
+    Action, CommandAttributes, Document, ErrorDocument, GroupAttributes, NodeAttributes,
+    PlanAttributes, Resource,
 };
 use serde::de::DeserializeOwned;
 use std::io::BufRead;
@@ -20,13 +21,16 @@ use ureq::Body;
 /// status is a few tens of MB).
 const BODY_LIMIT: u64 = 1 << 30;
 
-/// What a power request acts on: a hostlist of nodes, or of groups.
+/// What a power request acts on: a hostlist of nodes, or of groups, or
+/// every node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `?nodes=EXPR`.
     Nodes(String),
     /// `?groups=EXPR`.
     Groups(String),
+    /// `?all=true`.
+    All,
 }
 
 /// A connection to one power server.
@@ -66,13 +70,13 @@ impl Api {
 
     /// `GET /nodes`.
     pub fn nodes(&self) -> Result<Vec<NodeAttributes>, Failure> {
-        let response = self.send(Method::GET, "nodes", None, "application/json")?;
+        let response = self.send(Method::GET, "nodes", None, &[], "application/json")?;
         Ok(attributes(self.document(response)?))
     }
 
     /// `GET /groups`.
     pub fn groups(&self) -> Result<Vec<GroupAttributes>, Failure> {
-        let response = self.send(Method::GET, "groups", None, "application/json")?;
+        let response = self.send(Method::GET, "groups", None, &[], "application/json")?;
         Ok(attributes(self.document(response)?))
     }
 
@@ -82,11 +86,24 @@ impl Api {
         &self,
         action: Action,
         target: &Target,
+        each: impl FnMut(&CommandAttributes),
+    ) -> Result<Vec<CommandAttributes>, Failure> {
+        self.power_forced(action, target, false, each)
+    }
+
+    /// As [`Api::power`], with `force=true` when `force` (protected nodes
+    /// are then run too).
+    pub fn power_forced(
+        &self,
+        action: Action,
+        target: &Target,
+        force: bool,
         mut each: impl FnMut(&CommandAttributes),
     ) -> Result<Vec<CommandAttributes>, Failure> {
         let method = Method::from_bytes(action.method().as_bytes()).expect("a valid method");
         let accept = "application/x-ndjson, application/json;q=0.9";
-        let response = self.send(method, "", Some(target), accept)?;
+        let extra: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+        let response = self.send(method, "", Some(target), extra, accept)?;
         if essence(&response) == "application/x-ndjson" {
             return self.stream(response, each);
         }
@@ -95,12 +112,52 @@ impl Api {
         Ok(results)
     }
 
-    fn url(&self, path: &str, target: Option<&Target>) -> String {
-        let query = match target {
+    /// What `action` on `target` would do, node by node, running nothing
+    /// (`?dry_run=true`). Always sent as a `GET` naming the action in a
+    /// parameter: a server that knows no dry run (the reference) then runs
+    /// a status, never the action, and its answer (no `plans`) is refused.
+    pub fn plan(
+        &self,
+        action: Action,
+        target: &Target,
+        force: bool,
+    ) -> Result<Vec<PlanAttributes>, Failure> {
+        let mut extra = vec![("dry_run", "true"), ("action", action.as_str())];
+        if force {
+            extra.push(("force", "true"));
+        }
+        let response = self.send(Method::GET, "", Some(target), &extra, "application/json")?;
+        let document: Document<serde_json::Value> = self.document(response)?;
+        document
+            .data
+            .into_iter()
+            .map(|r| {
+                if r.kind != "plans" {
+                    return Err(self.bad_answer(format!(
+                        "a dry run answered with {:?} resources, not plans: \
+                         the server does not know dry runs (nothing was run but a status)",
+                        r.kind
+                    )));
+                }
+                serde_json::from_value(r.attributes)
+                    .map_err(|e| self.bad_answer(format!("not a plan: {e}")))
+            })
+            .collect()
+    }
+
+    fn url(&self, path: &str, target: Option<&Target>, extra: &[(&str, &str)]) -> String {
+        let mut query = match target {
             None => String::new(),
             Some(Target::Nodes(expr)) => format!("?nodes={}", percent_encode(expr)),
             Some(Target::Groups(expr)) => format!("?groups={}", percent_encode(expr)),
+            Some(Target::All) => "?all=true".to_string(),
         };
+        for (key, value) in extra {
+            query.push(if query.is_empty() { '?' } else { '&' });
+            query.push_str(key);
+            query.push('=');
+            query.push_str(&percent_encode(value));
+        }
         format!("{}/{path}{query}", self.base_url)
     }
 
@@ -110,11 +167,12 @@ impl Api {
         method: Method,
         path: &str,
         target: Option<&Target>,
+        extra: &[(&str, &str)],
         accept: &str,
     ) -> Result<Response<Body>, Failure> {
         let mut request = Request::builder()
             .method(method)
-            .uri(self.url(path, target))
+            .uri(self.url(path, target, extra))
             .header("Accept", accept);
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
@@ -304,11 +362,19 @@ mod tests {
     #[test]
     fn builds_urls() {
         let api = Api::new("http://h:1/prefix", None);
-        assert_eq!(api.url("nodes", None), "http://h:1/prefix/nodes");
+        assert_eq!(api.url("nodes", None, &[]), "http://h:1/prefix/nodes");
         let target = Target::Groups("rack[1-2]".into());
         assert_eq!(
-            api.url("", Some(&target)),
+            api.url("", Some(&target), &[]),
             "http://h:1/prefix/?groups=rack%5B1-2%5D"
+        );
+        assert_eq!(
+            api.url(
+                "",
+                Some(&Target::All),
+                &[("dry_run", "true"), ("action", "power_off")]
+            ),
+            "http://h:1/prefix/?all=true&dry_run=true&action=power_off"
         );
     }
 

@@ -84,6 +84,7 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
     let options = commands::power::Options {
         format,
         colour: format != Format::Json && output::colour_enabled(),
+        max_nodes: settings.max_nodes,
     };
     match command {
         Command::List(args) => commands::list::run(&api, &args, format),

@@ -1,9 +1,10 @@
-//! Where the client's two settings come from: the server's base URL and the
-//! token.
+//! Where the client's settings come from: the server's base URL, the
+//! token, and `max_nodes` (how many nodes an action may touch without a
+//! confirmation).
 //!
 //! Precedence, lowest first: a config file (the reference client's keys
-//! `base_url` and `jwt_token`), then `POWER_URL` / `POWER_TOKEN`, then
-//! `--url` / `--token`. The config file is the first found among `--config
+//! `base_url` and `jwt_token`, and `max_nodes`), then `POWER_URL` /
+//! `POWER_TOKEN` / `POWER_MAX_NODES`, then `--url` / `--token`. The config file is the first found among `--config
 //! FILE`, `$POWER_CONFIG`, `$XDG_CONFIG_HOME/power/config.yaml` (else
 //! `~/.config/power/config.yaml`), `/etc/power/config.yaml` and where the
 //! reference client kept it, `/opt/flight/opt/power-client/etc/config.yaml`;
@@ -33,6 +34,9 @@ pub struct Settings {
     pub base_url: String,
     /// The token, if any was configured.
     pub token: Option<String>,
+    /// An action touching more nodes than this asks for confirmation
+    /// (`--yes` gives it); `None`: never.
+    pub max_nodes: Option<usize>,
 }
 
 // By hand, so the token never reaches a log or an error message.
@@ -41,6 +45,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("base_url", &self.base_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_nodes", &self.max_nodes)
             .finish()
     }
 }
@@ -55,6 +60,8 @@ pub struct Env {
     pub power_url: Option<String>,
     /// `$POWER_TOKEN`.
     pub power_token: Option<String>,
+    /// `$POWER_MAX_NODES`.
+    pub power_max_nodes: Option<String>,
     /// `$XDG_CONFIG_HOME`.
     pub xdg_config_home: Option<PathBuf>,
     /// `$HOME`.
@@ -70,6 +77,7 @@ impl Env {
             power_config: var("POWER_CONFIG").map(PathBuf::from),
             power_url: string("POWER_URL"),
             power_token: string("POWER_TOKEN"),
+            power_max_nodes: string("POWER_MAX_NODES"),
             xdg_config_home: var("XDG_CONFIG_HOME").map(PathBuf::from),
             home: var("HOME").map(PathBuf::from),
         }
@@ -95,6 +103,8 @@ pub struct FileSettings {
     pub base_url: Option<String>,
     /// The token.
     pub jwt_token: Option<String>,
+    /// Most nodes an action may touch without a confirmation.
+    pub max_nodes: Option<usize>,
 }
 
 /// Config files to try, in order, each with whether it must exist.
@@ -125,14 +135,14 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileSettings, Failure> {
     }
     serde_yaml::from_str(text).map_err(|e| {
         Failure::Config(format!(
-            "{}: {e}: expected a YAML map with base_url and jwt_token",
+            "{}: {e}: expected a YAML map with base_url, jwt_token and max_nodes",
             path.display()
         ))
     })
 }
 
 /// Combines the three layers. Pure.
-pub fn merge(file: FileSettings, env: &Env, flags: &Flags) -> Settings {
+pub fn merge(file: FileSettings, env: &Env, flags: &Flags) -> Result<Settings, Failure> {
     let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
     let base_url = nonempty(&flags.url)
         .or_else(|| nonempty(&env.power_url))
@@ -142,10 +152,19 @@ pub fn merge(file: FileSettings, env: &Env, flags: &Flags) -> Settings {
         .or_else(|| nonempty(&env.power_token))
         .or_else(|| nonempty(&file.jwt_token))
         .map(|t| t.trim().to_string());
-    Settings {
+    let max_nodes = match nonempty(&env.power_max_nodes) {
+        Some(text) => Some(text.trim().parse::<usize>().map_err(|_| {
+            Failure::Config(format!(
+                "POWER_MAX_NODES: {text:?} is not usable: expected a whole number of nodes"
+            ))
+        })?),
+        None => file.max_nodes,
+    };
+    Ok(Settings {
         base_url: base_url.trim().trim_end_matches('/').to_string(),
         token,
-    }
+        max_nodes,
+    })
 }
 
 /// Finds and reads the config file, then merges the layers.
@@ -167,7 +186,7 @@ pub fn load(flags: &Flags, env: &Env) -> Result<Settings, Failure> {
             }
         }
     }
-    Ok(merge(file, env, flags))
+    merge(file, env, flags)
 }
 
 #[cfg(test)]
@@ -178,6 +197,7 @@ mod tests {
         FileSettings {
             base_url: Some(url.into()),
             jwt_token: Some(token.into()),
+            max_nodes: None,
         }
     }
 
@@ -193,12 +213,12 @@ mod tests {
             token: Some("flag-token".into()),
             ..Flags::default()
         };
-        let s = merge(file("http://file:3", "file-token"), &env, &flags);
+        let s = merge(file("http://file:3", "file-token"), &env, &flags).unwrap();
         assert_eq!(
             (&*s.base_url, s.token.as_deref()),
             ("http://flag:2", Some("flag-token"))
         );
-        let s = merge(file("http://file:3", "file-token"), &env, &Flags::default());
+        let s = merge(file("http://file:3", "file-token"), &env, &Flags::default()).unwrap();
         assert_eq!(
             (&*s.base_url, s.token.as_deref()),
             ("http://env:1", Some("env-token"))
@@ -207,12 +227,13 @@ mod tests {
             file("http://file:3", "file-token"),
             &Env::default(),
             &Flags::default(),
-        );
+        )
+        .unwrap();
         assert_eq!(
             (&*s.base_url, s.token.as_deref()),
             ("http://file:3", Some("file-token"))
         );
-        let s = merge(FileSettings::default(), &Env::default(), &Flags::default());
+        let s = merge(FileSettings::default(), &Env::default(), &Flags::default()).unwrap();
         assert_eq!((&*s.base_url, s.token), (DEFAULT_URL, None));
     }
 
@@ -222,7 +243,7 @@ mod tests {
             power_token: Some(" ".into()),
             ..Env::default()
         };
-        let s = merge(file("", "file-token"), &env, &Flags::default());
+        let s = merge(file("", "file-token"), &env, &Flags::default()).unwrap();
         assert_eq!(
             (&*s.base_url, s.token.as_deref()),
             (DEFAULT_URL, Some("file-token"))
@@ -286,12 +307,44 @@ mod tests {
     }
 
     #[test]
+    fn max_nodes_from_the_file_or_the_environment() {
+        let text = "base_url: http://p:6302\nmax_nodes: 100\n";
+        let from_file = parse_file(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(from_file.max_nodes, Some(100));
+        let s = merge(from_file.clone(), &Env::default(), &Flags::default()).unwrap();
+        assert_eq!(s.max_nodes, Some(100));
+        let env = Env {
+            power_max_nodes: Some("7".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            merge(from_file.clone(), &env, &Flags::default())
+                .unwrap()
+                .max_nodes,
+            Some(7)
+        );
+        let bad = Env {
+            power_max_nodes: Some("lots".into()),
+            ..Env::default()
+        };
+        let e = merge(from_file, &bad, &Flags::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "POWER_MAX_NODES: \"lots\" is not usable: expected a whole number of nodes"
+        );
+        assert_eq!(e.exit(), crate::exit::Exit::Usage);
+        let none = merge(FileSettings::default(), &Env::default(), &Flags::default()).unwrap();
+        assert_eq!(none.max_nodes, None);
+    }
+
+    #[test]
     fn debug_hides_the_token() {
         let s = merge(
             file("http://a", "secret"),
             &Env::default(),
             &Flags::default(),
-        );
+        )
+        .unwrap();
         assert!(!format!("{s:?}").contains("secret"));
     }
 }

@@ -231,6 +231,59 @@ impl CommandAttributes {
     }
 }
 
+/// Added: what a power request would do to one node, from a dry run
+/// (`?dry_run=true`), which runs nothing. A `plans` resource carries it.
+///
+/// Variable values are never sent: only the names the driver would get,
+/// and which of them hold credentials (their values are masked as `***`
+/// wherever the server reports a driver's words).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PlanAttributes {
+    /// The action that would be run.
+    pub action: Action,
+    /// The node's name (also the resource id).
+    pub node_name: String,
+    /// The node's platform; `null` for a missing node.
+    pub platform: Option<String>,
+    /// True exactly when the node is not in the topology.
+    pub missing: bool,
+    /// The platform's drop-in driver, by name, or `inline` for commands
+    /// written in the topology; `null` for a missing node.
+    pub driver: Option<String>,
+    /// The platform's driver takes nodes in chunks, on stdin.
+    #[serde(default)]
+    pub batch: bool,
+    /// The node variables the driver would get, by name, in the platform's
+    /// order (beside the protocol's own `POWER_*`).
+    #[serde(default)]
+    pub variables: Vec<String>,
+    /// Of `variables`, those whose name looks like a credential (`pass`,
+    /// `secret`, `token`, `key`, `cred`): their values are masked.
+    #[serde(default)]
+    pub secret_variables: Vec<String>,
+    /// Variables the platform declares that the node does not set: the
+    /// driver would find them unset.
+    #[serde(default)]
+    pub unset_variables: Vec<String>,
+    /// The request, made for real, would run the node's driver.
+    pub would_run: bool,
+    /// Why it would not (not in the topology, in a protected group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Resource<PlanAttributes> {
+    /// Wrap a plan as a `plans` resource.
+    pub fn plan(attributes: PlanAttributes) -> Self {
+        Resource {
+            kind: "plans".into(),
+            id: attributes.node_name.clone(),
+            attributes,
+        }
+    }
+}
+
 /// Attributes of a `nodes` resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAttributes {

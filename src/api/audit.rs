@@ -51,6 +51,19 @@ pub struct Record {
     /// The refused request's query string, truncated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
+    /// Of the failed, nodes not run because they are in a protected group
+    /// and the request did not say force.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub protected: usize,
+    /// The request said force for an action protection applies to (off,
+    /// restart): protected nodes were run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Record {
@@ -66,6 +79,8 @@ impl Record {
             missing: 0,
             refused: None,
             query: None,
+            protected: 0,
+            force: false,
         }
     }
 
@@ -101,6 +116,9 @@ pub struct Started {
     pub nodes: String,
     /// Always `started`.
     pub event: &'static str,
+    /// As [`Record::force`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 impl Record {
@@ -112,6 +130,7 @@ impl Record {
             action: self.action,
             nodes: self.nodes.clone(),
             event: "started",
+            force: self.force,
         }
     }
 }
@@ -182,10 +201,25 @@ mod tests {
         assert_eq!(lines[0]["subject"], "alice");
         assert_eq!(lines[0]["succeeded"], 3);
         assert!(lines[0].get("refused").is_none());
+        assert!(lines[0].get("force").is_none() && lines[0].get("protected").is_none());
         assert_eq!(lines[1]["refused"], "no token");
         assert_eq!(lines[1]["query"], "nodes=n1");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn force_and_protected_appear_when_they_happened() {
+        let mut r = Record::ran(None, Action::PowerOff, &["n1".into()]);
+        r.force = true;
+        r.protected = 2;
+        let line = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            (&line["force"], &line["protected"]),
+            (&serde_json::json!(true), &serde_json::json!(2))
+        );
+        let started = serde_json::to_value(r.started()).unwrap();
+        assert_eq!(started["force"], true);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use super::audit::Record;
 use super::error::ApiError;
-use super::select::{select, SelectError, Selection};
+use super::rails;
+use super::select::{flag, select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
 use crate::engine;
 use crate::load::Loaded;
+use power_proto::hostlist;
 use power_proto::wire::{
     Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource,
 };
@@ -132,13 +134,16 @@ pub struct PowerRequest {
     pub accept: Option<String>,
 }
 
-/// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes.
+/// `GET|PATCH|PUT|DELETE /`: run the action on the selected nodes; or,
+/// with `dry_run=true`, say what it would do and run nothing.
 pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
-    let action = request.action;
     let Admitted {
+        action,
         grant,
         loaded,
         nodes,
+        dry_run,
+        force,
     } = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
@@ -149,13 +154,38 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join("&");
+                let action = request.action;
                 let _ = audit.write(&Record::refused(subject, action, error.detail(), &query));
             }
+            let action = request.action;
             tracing::info!(%action, status = error.status().as_u16(), "refused: {}", error.detail());
             return error.into_response();
         }
     };
-    let record = Record::ran(grant.subject, action, &nodes);
+    if dry_run {
+        // Not audited: it runs nothing and changes nothing; the log has it.
+        let plans = rails::plan(&loaded, &app.protected_groups, action, &nodes, force);
+        tracing::info!(
+            subject = grant.subject.as_deref().unwrap_or(""),
+            %action,
+            nodes = %hostlist::compress(&nodes),
+            force,
+            "dry run"
+        );
+        return warp::reply::json(&Document {
+            data: plans.into_iter().map(Resource::plan).collect(),
+        })
+        .into_response();
+    }
+    let mut record = Record::ran(grant.subject, action, &nodes);
+    record.force = force && rails::guarded(action);
+    let (run, refused) = rails::split(
+        &loaded.topology,
+        &app.protected_groups,
+        action,
+        nodes.clone(),
+        force,
+    );
     // An action is on record before it runs, or it does not run.
     if let (Some(audit), true) = (&app.audit, action != Action::Status) {
         if let Err(e) = audit.write(&record.started()) {
@@ -166,7 +196,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             return error.into_response();
         }
     }
-    let results = start(&app, loaded, record, nodes.clone());
+    let results = start(&app, loaded, record, run, refused);
     let streaming = request
         .accept
         .as_deref()
@@ -185,45 +215,91 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     .into_response()
 }
 
+/// The action a request asks for: its method's, or, for a dry run asked
+/// with `GET`, its `action` parameter's. A dry run of an action asked as a
+/// `GET` is safe to send to any server: one that knows no dry run (the
+/// reference) answers it as a status rather than run the action.
+fn planned_action(request: &PowerRequest) -> Result<Action, Refusal> {
+    let named: Vec<&str> = request
+        .query
+        .iter()
+        .filter(|(k, _)| k == "action")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let Some(last) = named.last() else {
+        return Ok(request.action);
+    };
+    let bad = |why: String| Err((None, ApiError::BadRequest(why)));
+    let dry_run = flag(&request.query, &["dry_run", "dry-run"]).unwrap_or(false);
+    if request.action != Action::Status || !dry_run {
+        return bad(
+            "the action parameter is taken only by a dry run asked with GET \
+             (GET /?dry_run=true&action=power_off): otherwise the method says the action"
+                .into(),
+        );
+    }
+    last.parse::<Action>()
+        .or_else(|e| bad(format!("bad action parameter: {e}")))
+}
+
 /// A request let through: what its token allows, the load it was checked
-/// against, and the nodes it selects.
+/// against, the nodes it selects, and its `dry_run` and `force`.
 struct Admitted {
+    action: Action,
     grant: Grant,
     loaded: Arc<Loaded>,
     nodes: Vec<String>,
+    dry_run: bool,
+    force: bool,
 }
 
 /// A request refused: its token's subject, if known, and why.
 type Refusal = (Option<String>, ApiError);
 
-/// Check the token, the role and the selection, against one load of the
-/// topology that the run then uses too; on refusal, say who asked (if
-/// known) and why.
+/// Check the token, the role, `force` and the selection, against one load
+/// of the topology that the run then uses too; on refusal, say who asked
+/// (if known) and why.
 fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let grant = authorize(app, request.authorization.as_deref()).map_err(|e| (None, e))?;
     let subject = grant.subject.clone();
-    if request.action != Action::Status && !grant.may_act {
+    let action = planned_action(request).map_err(|(_, e)| (subject.clone(), e))?;
+    if action != Action::Status && !grant.may_act {
         return Err((
             subject,
             ApiError::Forbidden(format!(
-                "the token's role is viewer: {} needs an operator token",
-                request.action
+                "the token's role is viewer: {action} needs an operator token"
             )),
         ));
     }
-    let selection = Selection::from_pairs(&request.query);
-    let loaded = app.state.current();
-    let nodes = select(&loaded.topology, &selection, &grant, app.hostlist_limit).map_err(|e| {
+    let bad = |e: SelectError| {
         let error = match e {
             SelectError::NotCovered(_) => ApiError::Forbidden(e.to_string()),
             _ => ApiError::BadRequest(e.to_string()),
         };
         (subject.clone(), error)
-    })?;
+    };
+    let dry_run = flag(&request.query, &["dry_run", "dry-run"]).map_err(bad)?;
+    let force = flag(&request.query, &["force"]).map_err(bad)?;
+    // Force overrides a cluster-wide rail: only a token for the whole
+    // cluster may (one limited to some nodes is a delegate's).
+    if force && rails::guarded(action) && grant.nodes.is_some() {
+        return Err((
+            subject,
+            ApiError::Forbidden(format!(
+                "force needs a token not limited to nodes: {action} with force=true is refused"
+            )),
+        ));
+    }
+    let selection = Selection::from_pairs(&request.query).map_err(bad)?;
+    let loaded = app.state.current();
+    let nodes = select(&loaded.topology, &selection, &grant, app.hostlist_limit).map_err(bad)?;
     Ok(Admitted {
+        action,
         grant,
         loaded,
         nodes,
+        dry_run,
+        force,
     })
 }
 
@@ -234,15 +310,17 @@ fn authorize(app: &App, header: Option<&str>) -> Result<Grant, ApiError> {
     })
 }
 
-/// Run the action and pass results on as they come; when the last is in,
-/// write the audit line, then end the stream. An action's runs and the
-/// audit line complete even if the client goes away; a status's runs not
-/// yet started are then not run.
+/// Run the action and pass results on as they come, after `refused`'s
+/// (nodes not run, by protection); when the last is in, write the audit
+/// line, then end the stream. An action's runs and the audit line complete
+/// even if the client goes away; a status's runs not yet started are then
+/// not run.
 fn start(
     app: &Arc<App>,
     loaded: Arc<Loaded>,
     mut record: Record,
     nodes: Vec<String>,
+    refused: Vec<CommandAttributes>,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
     // Set when the client has gone: a status's runs not yet started are
     // then not run (an action's always are).
@@ -251,6 +329,11 @@ fn start(
         .engine
         .run_until(loaded, record.action, nodes, Some(abandoned));
     let (tx, rx) = mpsc::unbounded_channel();
+    record.protected = refused.len();
+    record.failed = refused.len();
+    for result in refused {
+        let _ = tx.send(result);
+    }
     let app = app.clone();
     app.engine.clone().spawn(async move {
         loop {
@@ -286,6 +369,8 @@ fn start(
             nodes = %record.nodes,
             succeeded = record.succeeded,
             failed = record.failed,
+            protected = record.protected,
+            force = record.force,
             "power request"
         );
         drop(tx);

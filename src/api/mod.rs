@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod error;
 pub mod handlers;
+pub mod rails;
 pub mod select;
 
 use crate::auth::Keys;
@@ -51,6 +52,8 @@ pub struct App {
     pub hostlist_limit: usize,
     /// `GET /metrics` answers without a token.
     pub metrics_public: bool,
+    /// Groups whose nodes refuse off and restart without `force`.
+    pub protected_groups: Vec<String>,
 }
 
 /// Every route, with the rejection handler.
@@ -419,6 +422,11 @@ async fn prepare(
         })?),
         None => None,
     };
+    for group in rails::unknown_protected(&state.current().topology, &settings.protected_groups) {
+        tracing::warn!(
+            "protected_groups: group {group} is not in the topology: it protects nothing"
+        );
+    }
     // Driver runs on threads of their own, nicer than the API's.
     let workers = Workers::start().map_err(ServeError::Runtime)?;
     let engine = Engine::new(settings.concurrency, environment)
@@ -432,6 +440,7 @@ async fn prepare(
         audit,
         hostlist_limit: settings.hostlist_limit,
         metrics_public: settings.metrics_public,
+        protected_groups: settings.protected_groups.clone(),
     });
     Ok((app, workers))
 }
@@ -497,6 +506,7 @@ mod tests {
             audit: None,
             hostlist_limit: 100,
             metrics_public: false,
+            protected_groups: Vec::new(),
         });
         (app, token)
     }

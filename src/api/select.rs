@@ -1,5 +1,7 @@
-//! Which nodes a request names: its `nodes` and `groups` hostlists,
-//! expanded, checked against the topology's groups and the token's grant.
+//! Which nodes a request names: its `nodes` and `groups` hostlists, or
+//! `all=true`, expanded, checked against the topology's groups and the
+//! token's grant; and the request's yes-or-no parameters (`all`,
+//! `dry_run`, `force`).
 //!
 //! Pure: no I/O.
 
@@ -17,11 +19,16 @@ pub struct Selection {
     pub nodes: Option<String>,
     /// The `groups` hostlist, if any.
     pub groups: Option<String>,
+    /// `all=true`: every node the token covers. Never implied: a request
+    /// naming nothing selects nothing.
+    pub all: bool,
 }
 
 impl Selection {
-    /// From the query string's pairs.
-    pub fn from_pairs(pairs: &[(String, String)]) -> Selection {
+    /// From the query string's pairs. `all` must be `true` or `false`, and
+    /// `all=true` comes alone: beside `nodes` or `groups` it would make
+    /// them pointless, so the request is taken for a mistake.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Selection, SelectError> {
         let join = |key: &str| {
             let values: Vec<&str> = pairs
                 .iter()
@@ -30,11 +37,37 @@ impl Selection {
                 .collect();
             (!values.is_empty()).then(|| values.join(","))
         };
-        Selection {
+        let selection = Selection {
             nodes: join("nodes"),
             groups: join("groups"),
+            all: flag(pairs, &["all"])?,
+        };
+        if selection.all && (selection.nodes.is_some() || selection.groups.is_some()) {
+            return Err(SelectError::AllWithOthers);
         }
+        Ok(selection)
     }
+}
+
+/// A yes-or-no parameter known by any of `names` (the first is its name in
+/// messages): `true` or `false` (`1` or `0`), the last one given winning;
+/// absent is `false`. Anything else, an empty value included, is refused:
+/// a script's empty variable must not turn into a guess.
+pub fn flag(pairs: &[(String, String)], names: &[&'static str]) -> Result<bool, SelectError> {
+    let mut value = false;
+    for (_, given) in pairs.iter().filter(|(k, _)| names.contains(&k.as_str())) {
+        value = match given.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(SelectError::BadFlag {
+                    param: names[0],
+                    value: given.clone(),
+                })
+            }
+        };
+    }
+    Ok(value)
 }
 
 /// Why a selection was refused.
@@ -54,6 +87,15 @@ pub enum SelectError {
     /// More named nodes than [`MISSING_LIMIT`] are not in the topology
     /// (400): how many, as a hostlist.
     TooManyMissing(usize, String),
+    /// A yes-or-no parameter with another value (400).
+    BadFlag {
+        /// The parameter.
+        param: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// `all=true` beside `nodes` or `groups` (400).
+    AllWithOthers,
 }
 
 /// Named nodes a request may ask for that are not in the topology. Each is
@@ -77,6 +119,15 @@ impl fmt::Display for SelectError {
                 "{count} of the nodes named are not in the topology (at most {MISSING_LIMIT} \
                  may be): {nodes}"
             ),
+            Self::BadFlag { param, value } => {
+                write!(
+                    f,
+                    "bad {param} parameter: {value:?}: expected true or false"
+                )
+            }
+            Self::AllWithOthers => {
+                f.write_str("all=true selects every node: give it without nodes or groups")
+            }
         }
     }
 }
@@ -84,7 +135,8 @@ impl fmt::Display for SelectError {
 impl std::error::Error for SelectError {}
 
 /// The nodes `selection` names, in order, without duplicates: the `nodes`
-/// expansion first, then each group's members. Nothing given selects
+/// expansion first, then each group's members; or, for `all`, every node
+/// the grant covers, in topology order. Nothing given selects
 /// nothing. Named nodes need not exist (they are answered as missing), but
 /// must be covered by the grant; a group shows only the members the grant
 /// covers, and one with none is unknown to it.
@@ -94,6 +146,14 @@ pub fn select(
     grant: &Grant,
     limit: usize,
 ) -> Result<Vec<String>, SelectError> {
+    if selection.all {
+        return Ok(topology
+            .nodes()
+            .iter()
+            .filter(|n| grant.covers(&n.name))
+            .map(|n| n.name.to_string())
+            .collect());
+    }
     let expand = |param, expr: &Option<String>| match expr {
         None => Ok(Vec::new()),
         Some(e) => {
@@ -181,12 +241,14 @@ mod tests {
         Selection {
             nodes: nodes.map(Into::into),
             groups: groups.map(Into::into),
+            all: false,
         }
     }
 
     #[test]
     fn nothing_given_selects_nothing() {
-        let s = Selection::from_pairs(&[("nodes".into(), String::new()), ("x".into(), "y".into())]);
+        let s = Selection::from_pairs(&[("nodes".into(), String::new()), ("x".into(), "y".into())])
+            .unwrap();
         assert_eq!(s, Selection::default());
         assert_eq!(select(&topology(), &s, &all(), 100), Ok(vec![]));
     }
@@ -197,7 +259,8 @@ mod tests {
             ("nodes".into(), "n4,x".into()),
             ("groups".into(), "rack1,even".into()),
             ("nodes".into(), "n2".into()),
-        ]);
+        ])
+        .unwrap();
         assert_eq!(s.nodes.as_deref(), Some("n4,x,n2"));
         assert_eq!(
             select(&topology(), &s, &all(), 100).unwrap(),
@@ -276,5 +339,60 @@ mod tests {
             select(&topology(), &sel(None, Some("rack1")), &only_n4, 100),
             Err(SelectError::UnknownGroups(vec!["rack1".into()]))
         );
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn all_selects_every_covered_node_and_comes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.yaml"),
+            "platforms:\n  p:\n    status: exit 0\nstatic_nodes:\n  n[1-3]:\n    platform: p\n",
+        )
+        .unwrap();
+        let t = crate::topology::load(&[dir.path().to_path_buf()])
+            .unwrap()
+            .topology;
+        let s = Selection::from_pairs(&pairs(&[("all", "true")])).unwrap();
+        assert!(s.all);
+        assert_eq!(select(&t, &s, &all(), 100).unwrap(), ["n1", "n2", "n3"]);
+        let limited = Grant {
+            nodes: Some(["n2".to_string()].into()),
+            ..all()
+        };
+        assert_eq!(select(&t, &s, &limited, 100).unwrap(), ["n2"]);
+        for other in ["nodes", "groups"] {
+            let e = Selection::from_pairs(&pairs(&[("all", "1"), (other, "n1")])).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "all=true selects every node: give it without nodes or groups"
+            );
+        }
+        let off = Selection::from_pairs(&pairs(&[("all", "false"), ("nodes", "n1")])).unwrap();
+        assert_eq!(select(&t, &off, &all(), 100).unwrap(), ["n1"]);
+    }
+
+    #[test]
+    fn flags_are_true_or_false_and_nothing_else() {
+        let names = &["dry_run", "dry-run"];
+        assert_eq!(flag(&pairs(&[]), names), Ok(false));
+        assert_eq!(flag(&pairs(&[("dry-run", "TRUE")]), names), Ok(true));
+        assert_eq!(
+            flag(&pairs(&[("dry_run", "1"), ("dry_run", "false")]), names),
+            Ok(false),
+            "the last wins"
+        );
+        for bad in ["", "yes", "maybe"] {
+            let e = flag(&pairs(&[("dry-run", bad)]), names).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("bad dry_run parameter: {bad:?}: expected true or false")
+            );
+        }
     }
 }

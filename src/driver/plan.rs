@@ -126,10 +126,19 @@ fn base_env(inherited: &[(OsString, OsString)], platform: &Platform) -> Vec<(OsS
         .collect()
 }
 
+/// What a variable's name holds, in any case, when its value is a
+/// credential.
+const HINTS: [&str; 5] = ["pass", "secret", "token", "key", "cred"];
+
+/// Does a variable's name say its value is a credential (`ipmi_password`,
+/// `api_key`)? Such values are masked wherever a run is reported.
+pub fn looks_secret(name: &str) -> bool {
+    HINTS.iter().any(|h| contains_ignoring_case(name, h))
+}
+
 /// Values of a node's variables that look like credentials, to be masked in
 /// anything logged or returned (a driver may echo its inputs on error).
 pub fn secrets(node: &Node) -> Vec<String> {
-    const HINTS: [&str; 5] = ["pass", "secret", "token", "key", "cred"];
     node.variables
         .iter()
         .filter(|(k, v)| !v.is_empty() && HINTS.iter().any(|h| contains_ignoring_case(k, h)))

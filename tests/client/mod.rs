@@ -9,6 +9,8 @@
 //! The binary belongs to the `power-client` package: `cargo test
 //! --workspace` builds it, or `cargo build -p power-client` first.
 
+mod rails;
+
 use crate::support::{checkout, power_bin, Server};
 use serde_json::json;
 use std::ffi::OsString;
@@ -618,7 +620,7 @@ fn settings_precedence() {
     assert!(out.stderr.starts_with(&prefix), "{out:?}");
     assert!(out
         .stderr
-        .ends_with("expected a YAML map with base_url and jwt_token\n"));
+        .ends_with("expected a YAML map with base_url, jwt_token and max_nodes\n"));
 }
 
 /// The same CLI definition gives completions and a man page.

@@ -1,10 +1,14 @@
-//! `power status|on|off|restart NODES... [--groups] [--wait]`: run an action,
-//! optionally wait for the state, and report one outcome per node.
+//! `power status|on|off|restart NODES...|--all [--groups] [--wait]`: run an
+//! action, optionally wait for the state, and report one outcome per node;
+//! or, with `--dry-run`, say what it would do. An action past `max_nodes`
+//! needs a confirmation ([`confirm`]).
 //!
 //! The mapping from a server result to the reference client's words
 //! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
 //! requests.
 
+pub mod confirm;
+mod dry_run;
 mod outcome;
 mod report;
 mod wait;
@@ -24,8 +28,12 @@ use std::time::Duration;
 use wait::poll;
 
 /// Joins the NODES arguments into one expression and checks its grammar
-/// locally, so a typo is a usage error before anything is sent.
+/// locally, so a typo is a usage error before anything is sent. With
+/// `--all`, every node, none named.
 pub fn target(targets: &Targets) -> Result<(Target, Option<Vec<String>>), Failure> {
+    if targets.all {
+        return Ok((Target::All, None));
+    }
     let expr = targets.names.join(",");
     let what = if targets.groups { "group" } else { "node" };
     let names = hostlist::expand(&expr, hostlist::DEFAULT_LIMIT)
@@ -63,17 +71,31 @@ fn sort(results: &mut [CommandAttributes], asked: Option<&[String]>) {
     results[unasked..].sort_by(|a, b| output::natural_cmp(&a.node_name, &b.node_name));
 }
 
-/// Options for [`status`] and [`action`] that come from the command line.
+/// Options for [`status`] and [`action`] that come from the command line
+/// and the settings.
 pub struct Options {
     /// The output format.
     pub format: Format,
     /// Colour the words.
     pub colour: bool,
+    /// An action touching more nodes than this needs a confirmation.
+    pub max_nodes: Option<usize>,
+}
+
+/// What an action's flags ask beyond its nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    /// `--wait`'s limit.
+    wait: Option<Duration>,
+    /// `--yes`.
+    yes: bool,
+    /// `--force`.
+    force: bool,
 }
 
 /// `power status`.
 pub fn status(api: &Api, targets: &Targets, options: &Options) -> Result<Exit, Failure> {
-    run(api, Action::Status, targets, None, options)
+    run(api, Action::Status, targets, Flags::default(), options)
 }
 
 /// `power on|off|restart`.
@@ -83,20 +105,61 @@ pub fn action(
     args: &ActionArgs,
     options: &Options,
 ) -> Result<Exit, Failure> {
-    let wait = args.wait.then_some(args.wait_timeout);
-    run(api, action, &args.targets, wait, options)
+    let flags = Flags {
+        wait: args.wait.then_some(args.wait_timeout),
+        yes: args.yes,
+        // Only off and restart are ever refused for protection.
+        force: args.force && matches!(action, Action::PowerOff | Action::Restart),
+    };
+    run(api, action, &args.targets, flags, options)
+}
+
+/// How many nodes `action` on `target` would touch: the hostlist's own
+/// count, or, for groups and `--all`, the server's dry run (which runs
+/// nothing).
+fn count(
+    api: &Api,
+    action: Action,
+    target: &Target,
+    asked: Option<&[String]>,
+    force: bool,
+) -> Result<usize, Failure> {
+    match asked {
+        Some(names) => Ok(names.iter().collect::<std::collections::HashSet<_>>().len()),
+        None => Ok(api.plan(action, target, force)?.len()),
+    }
 }
 
 fn run(
     api: &Api,
     action: Action,
     targets: &Targets,
-    wait: Option<Duration>,
+    flags: Flags,
     options: &Options,
 ) -> Result<Exit, Failure> {
+    let wait = flags.wait;
     let (target, asked) = target(targets)?;
+    if targets.dry_run {
+        let plans = api.plan(action, &target, flags.force)?;
+        let all_run = dry_run::report(action, flags.force, &plans, options.format)?;
+        return Ok(if all_run {
+            Exit::Success
+        } else {
+            Exit::NodesFailed
+        });
+    }
+    if action != Action::Status && !flags.yes && options.max_nodes.is_some() {
+        let count = count(api, action, &target, asked.as_deref(), flags.force)?;
+        confirm::confirm(confirm::decide(
+            action,
+            count,
+            options.max_nodes,
+            flags.yes,
+            confirm::on_a_terminal(),
+        ))?;
+    }
     let progress = Progress::start(asked.as_ref().map(Vec::len), action.as_str());
-    let mut results = api.power(action, &target, |_| progress.inc())?;
+    let mut results = api.power_forced(action, &target, flags.force, |_| progress.inc())?;
     progress.finish();
     sort(&mut results, asked.as_deref());
     let mut outcomes: Vec<Outcome> = results.iter().map(outcome).collect();
@@ -195,6 +258,8 @@ mod tests {
             names: vec!["n[1-2]".into(), "login".into()],
             groups: false,
             nodes: false,
+            all: false,
+            dry_run: false,
         };
         let (target, asked) = target(&targets).unwrap();
         assert_eq!(target, Target::Nodes("n[1-2],login".into()));
@@ -203,6 +268,8 @@ mod tests {
             names: vec!["n[1-".into()],
             groups: true,
             nodes: false,
+            all: false,
+            dry_run: false,
         };
         let message = super::target(&bad).unwrap_err().to_string();
         assert!(
