@@ -184,9 +184,11 @@ impl Ledger {
         for name in &retries {
             self.busy.remove(name);
         }
+        // Nodes due a little later come along: answers of one chunk arrive
+        // microseconds apart, and one status run should poll them all.
         let mut polls = Vec::new();
         for (name, pending) in &mut self.pending {
-            if !pending.polling && pending.next <= now {
+            if !pending.polling && pending.next <= now + pending.interval / 2 {
                 pending.polling = true;
                 polls.push(name.clone());
             }

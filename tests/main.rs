@@ -6,5 +6,6 @@ mod batch;
 mod check;
 mod client;
 mod core;
+mod follow_up;
 mod platforms;
 mod support;

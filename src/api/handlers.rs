@@ -4,10 +4,11 @@
 use super::audit::Record;
 use super::error::ApiError;
 use super::rails;
-use super::select::{flag, select, SelectError, Selection};
+use super::select::{self, flag, select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
 use crate::engine;
+use crate::follow_up::{self, Wait};
 use crate::load::Loaded;
 use power_proto::hostlist;
 use power_proto::wire::{
@@ -144,6 +145,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
         nodes,
         dry_run,
         force,
+        wait,
     } = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
@@ -196,7 +198,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             return error.into_response();
         }
     }
-    let results = start(&app, loaded, record, run, refused);
+    let results = start(&app, loaded, record, run, refused, wait);
     let streaming = request
         .accept
         .as_deref()
@@ -251,6 +253,7 @@ struct Admitted {
     nodes: Vec<String>,
     dry_run: bool,
     force: bool,
+    wait: Wait,
 }
 
 /// A request refused: its token's subject, if known, and why.
@@ -280,6 +283,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     };
     let dry_run = flag(&request.query, &["dry_run", "dry-run"]).map_err(bad)?;
     let force = flag(&request.query, &["force"]).map_err(bad)?;
+    let wait = select::wait(&request.query).map_err(bad)?;
     // Force overrides a cluster-wide rail: only a token for the whole
     // cluster may (one limited to some nodes is a delegate's).
     if force && rails::guarded(action) && grant.nodes.is_some() {
@@ -300,6 +304,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
         nodes,
         dry_run,
         force,
+        wait,
     })
 }
 
@@ -321,13 +326,19 @@ fn start(
     mut record: Record,
     nodes: Vec<String>,
     refused: Vec<CommandAttributes>,
+    wait: Wait,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
     // Set when the client has gone: a status's runs not yet started are
     // then not run (an action's always are).
     let (gone, abandoned) = tokio::sync::watch::channel(false);
-    let mut from_engine = app
-        .engine
-        .run_until(loaded, record.action, nodes, Some(abandoned));
+    let mut from_engine = follow_up::run(
+        &app.engine,
+        loaded,
+        record.action,
+        nodes,
+        Some(abandoned),
+        wait,
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     record.protected = refused.len();
     record.failed = refused.len();

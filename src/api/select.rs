@@ -1,11 +1,12 @@
 //! Which nodes a request names: its `nodes` and `groups` hostlists, or
 //! `all=true`, expanded, checked against the topology's groups and the
-//! token's grant; and the request's yes-or-no parameters (`all`,
-//! `dry_run`, `force`).
+//! token's grant; and the request's other parameters: yes-or-no (`all`,
+//! `dry_run`, `force`) and `wait`.
 //!
 //! Pure: no I/O.
 
 use crate::auth::Grant;
+use crate::follow_up::{Wait, MAX_WAIT};
 use crate::topology::Topology;
 use power_proto::hostlist::{self, HostlistError};
 use std::collections::HashSet;
@@ -70,6 +71,30 @@ pub fn flag(pairs: &[(String, String)], names: &[&'static str]) -> Result<bool, 
     Ok(value)
 }
 
+/// How long the request asks the server to confirm its action: `wait`,
+/// a duration (`90s`, `2m`; a bare number is seconds), `0` for not at
+/// all; without it, as each node's platform says. The last one given
+/// counts.
+pub fn wait(pairs: &[(String, String)]) -> Result<Wait, SelectError> {
+    let Some((_, given)) = pairs.iter().rev().find(|(k, _)| k == "wait") else {
+        return Ok(Wait::Platform);
+    };
+    let text = given.trim();
+    let bad = |why: &str| SelectError::BadWait {
+        value: given.clone(),
+        why: why.to_string(),
+    };
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|_| bad("expected a duration such as 90s or 2m, or 0 for none"))?,
+    };
+    if duration > MAX_WAIT {
+        return Err(bad("at most 1h"));
+    }
+    Ok(Wait::For(duration))
+}
+
 /// Why a selection was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelectError {
@@ -93,6 +118,13 @@ pub enum SelectError {
         param: &'static str,
         /// The value given.
         value: String,
+    },
+    /// A `wait` that is not a duration, or too long (400).
+    BadWait {
+        /// The value given.
+        value: String,
+        /// What was expected.
+        why: String,
     },
     /// `all=true` beside `nodes` or `groups` (400).
     AllWithOthers,
@@ -125,6 +157,7 @@ impl fmt::Display for SelectError {
                     "bad {param} parameter: {value:?}: expected true or false"
                 )
             }
+            Self::BadWait { value, why } => write!(f, "bad wait parameter: {value:?}: {why}"),
             Self::AllWithOthers => {
                 f.write_str("all=true selects every node: give it without nodes or groups")
             }
@@ -392,6 +425,38 @@ mod tests {
             assert_eq!(
                 e.to_string(),
                 format!("bad dry_run parameter: {bad:?}: expected true or false")
+            );
+        }
+    }
+
+    #[test]
+    fn wait_is_a_duration_up_to_an_hour() {
+        use std::time::Duration;
+        assert_eq!(wait(&pairs(&[])), Ok(Wait::Platform));
+        assert_eq!(
+            wait(&pairs(&[("wait", "90")])),
+            Ok(Wait::For(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            wait(&pairs(&[("wait", "2m"), ("wait", "0")])),
+            Ok(Wait::For(Duration::ZERO)),
+            "the last wins; 0 is none"
+        );
+        assert_eq!(
+            wait(&pairs(&[("wait", "1h")])),
+            Ok(Wait::For(Duration::from_secs(3600)))
+        );
+        for (bad, why) in [
+            (
+                "soon",
+                "expected a duration such as 90s or 2m, or 0 for none",
+            ),
+            ("", "expected a duration such as 90s or 2m, or 0 for none"),
+            ("2h", "at most 1h"),
+        ] {
+            assert_eq!(
+                wait(&pairs(&[("wait", bad)])).unwrap_err().to_string(),
+                format!("bad wait parameter: {bad:?}: {why}")
             );
         }
     }

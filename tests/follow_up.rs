@@ -1,0 +1,273 @@
+//! After a run, through the real engine and real driver executables:
+//! actions confirmed by polling status, busy answers retried, the reserved
+//! exit codes and batch words classed. Each test says what it protects.
+
+use crate::core::Fixture;
+use power_server::follow_up::{self, Wait, BUSY_RETRIES};
+use power_server::wire::{Action, CommandAttributes, ErrorClass, PowerState};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Inline platforms whose nodes reach a new state some time after the
+/// action: `power_on` writes the time, and `status` says on once `ready`
+/// seconds (a node variable, in tenths) have passed since, and off before;
+/// every status run appends a line to `$FIXTURE_OUT/polls`. `late` is the
+/// per-node platform, `late-batch` the same as a batch one; `stuck` never
+/// gets there (on succeeds, status says off).
+const LATE: &str = r#"
+platforms:
+  late:
+    variables: [ready]
+    power_on: date +%s%N > "$FIXTURE_OUT/$POWER_NODE"
+    status: |
+      echo "$POWER_NODE" >> "$FIXTURE_OUT/polls"
+      [ -f "$FIXTURE_OUT/$POWER_NODE" ] || exit 111
+      age=$(( $(date +%s%N) - $(cat "$FIXTURE_OUT/$POWER_NODE") ))
+      [ "$age" -ge $(( ready * 100000000 )) ] || exit 111
+  late-batch:
+    batch: true
+    variables: [ready]
+    power_on: |
+      IFS= read -r header
+      while IFS=$'\t' read -r id node ready; do
+        date +%s%N > "$FIXTURE_OUT/$node"; echo "$id ok"
+      done
+    status: |
+      echo run >> "$FIXTURE_OUT/status-runs"
+      IFS= read -r header
+      now=$(date +%s%N)
+      while IFS=$'\t' read -r id node ready; do
+        if [ -f "$FIXTURE_OUT/$node" ] &&
+           [ $(( now - $(cat "$FIXTURE_OUT/$node") )) -ge $(( ready * 100000000 )) ]; then
+          echo "$id on"
+        else
+          echo "$id off"
+        fi
+      done
+  stuck:
+    confirm: 1s
+    power_on: "true"
+    status: exit 111
+static_nodes:
+  soon: {platform: late, ready: "6"}
+  b[01-12]: {platform: late-batch, ready: "4"}
+  never: {platform: stuck}
+"#;
+
+/// Runs `action` on `nodes` with the follow-up, all results by node.
+async fn follow(
+    f: &Fixture,
+    action: Action,
+    nodes: &[&str],
+    wait: Wait,
+) -> BTreeMap<String, CommandAttributes> {
+    let engine = f.engine(8, &[]);
+    let nodes = nodes.iter().map(ToString::to_string).collect();
+    let mut rx = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, wait);
+    let mut results = BTreeMap::new();
+    while let Some(result) = rx.recv().await {
+        let previous = results.insert(result.node_name.clone(), result);
+        assert!(previous.is_none(), "one result per node");
+    }
+    results
+}
+
+fn lines(f: &Fixture, file: &str) -> Vec<String> {
+    std::fs::read_to_string(f.out().join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A node that reaches the state after 0.6 s is confirmed after a few
+/// polls, with the state it reached; without a wait the same action is
+/// answered at once, unconfirmed either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirmed_action_waits_for_its_node_to_get_there() {
+    let f = Fixture::new(&[("t.yaml", LATE)]);
+    let results = follow(
+        &f,
+        Action::PowerOn,
+        &["soon"],
+        Wait::For(Duration::from_secs(20)),
+    )
+    .await;
+    let soon = &results["soon"];
+    assert_eq!(
+        (soon.success, soon.confirmed, soon.state, soon.error_class),
+        (true, Some(true), Some(PowerState::On), None)
+    );
+    let polls = lines(&f, "polls").len();
+    assert!(
+        (2..=4).contains(&polls),
+        "polled until on with growing intervals (0.25 s, then 0.5, 1, ...): {polls} polls"
+    );
+
+    let results = follow(&f, Action::PowerOn, &["soon"], Wait::For(Duration::ZERO)).await;
+    assert_eq!(
+        (results["soon"].success, results["soon"].confirmed),
+        (true, None)
+    );
+    assert_eq!(lines(&f, "polls").len(), polls, "no poll without a wait");
+}
+
+/// A node that never gets there fails at the end of its wait, saying the
+/// state it was last seen in; the platform's `confirm` is the wait when
+/// the request gives none, and a wait of zero turns it off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_never_gets_there_fails_with_its_last_state() {
+    let f = Fixture::new(&[("t.yaml", LATE)]);
+    let started = std::time::Instant::now();
+    let results = follow(&f, Action::PowerOn, &["never"], Wait::Platform).await;
+    let never = &results["never"];
+    assert_eq!(
+        (
+            never.success,
+            never.confirmed,
+            never.state,
+            never.error_class
+        ),
+        (
+            false,
+            Some(false),
+            Some(PowerState::Off),
+            Some(ErrorClass::Unconfirmed)
+        )
+    );
+    assert_eq!(
+        never.error.as_deref(),
+        Some("did not reach on within 1s: last seen off")
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited the platform's confirm"
+    );
+
+    let results = follow(&f, Action::PowerOn, &["never"], Wait::For(Duration::ZERO)).await;
+    assert_eq!(
+        (results["never"].success, results["never"].confirmed),
+        (true, None)
+    );
+}
+
+/// A batch platform's nodes are confirmed together: one status run per
+/// poll round for all twelve, not one per node.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_platform_confirms_a_chunk_with_one_status_run() {
+    let f = Fixture::new(&[("t.yaml", LATE)]);
+    let nodes: Vec<String> = (1..=12).map(|i| format!("b{i:02}")).collect();
+    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let results = follow(
+        &f,
+        Action::PowerOn,
+        &names,
+        Wait::For(Duration::from_secs(20)),
+    )
+    .await;
+    assert_eq!(results.len(), 12);
+    for r in results.values() {
+        assert_eq!(
+            (r.success, r.confirmed, r.state),
+            (true, Some(true), Some(PowerState::On)),
+            "{}",
+            r.node_name
+        );
+    }
+    let runs = lines(&f, "status-runs").len();
+    assert!(
+        (1..=4).contains(&runs),
+        "a status run per round, not per node: {runs} runs for 12 nodes"
+    );
+}
+
+/// A driver per reserved exit code, and a batch driver per reserved word:
+/// each gives its class. Busy is retried with backoff and then given up;
+/// bad credentials are tried once; a node busy at first and then fine
+/// succeeds.
+const CLASSES: &str = r#"
+platforms:
+  coded:
+    variables: [code]
+    power_on: |
+      echo "$POWER_NODE" >> "$FIXTURE_OUT/tries"
+      [ "$code" = 0 ] || echo "the BMC says no" >&2
+      exit "$code"
+  settles:
+    power_on: |
+      echo "$POWER_NODE" >> "$FIXTURE_OUT/tries"
+      [ "$(grep -c "^$POWER_NODE\$" "$FIXTURE_OUT/tries")" -ge 3 ] || exit 75
+  worded:
+    batch: true
+    variables: [word]
+    power_on: |
+      IFS= read -r header
+      while IFS=$'\t' read -r id node word; do
+        echo "$node" >> "$FIXTURE_OUT/tries"
+        echo "$id $word"
+      done
+static_nodes:
+  auth: {platform: coded, code: "77"}
+  far: {platform: coded, code: "68"}
+  nope: {platform: coded, code: "69"}
+  busy: {platform: coded, code: "75"}
+  other: {platform: coded, code: "3"}
+  later: {platform: settles}
+  w-auth: {platform: worded, word: auth}
+  w-busy: {platform: worded, word: busy}
+  w-far: {platform: worded, word: unreachable}
+  w-nope: {platform: worded, word: unsupported}
+  w-error: {platform: worded, word: error}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_carry_their_class_and_only_busy_is_retried() {
+    let f = Fixture::new(&[("t.yaml", CLASSES)]);
+    let all = [
+        "auth", "far", "nope", "busy", "other", "later", "w-auth", "w-busy", "w-far", "w-nope",
+        "w-error",
+    ];
+    let results = follow(&f, Action::PowerOn, &all, Wait::Platform).await;
+    let class = |n: &str| results[n].error_class;
+    for (node, expected) in [
+        ("auth", ErrorClass::Auth),
+        ("far", ErrorClass::Unreachable),
+        ("nope", ErrorClass::Unsupported),
+        ("busy", ErrorClass::Busy),
+        ("other", ErrorClass::Failed),
+        ("w-auth", ErrorClass::Auth),
+        ("w-busy", ErrorClass::Busy),
+        ("w-far", ErrorClass::Unreachable),
+        ("w-nope", ErrorClass::Unsupported),
+        ("w-error", ErrorClass::Failed),
+    ] {
+        assert_eq!(class(node), Some(expected), "{node}");
+        assert!(!results[node].success, "{node}");
+    }
+    assert_eq!(results["auth"].error.as_deref(), Some("the BMC says no"));
+    assert_eq!(
+        results["busy"].error.as_deref(),
+        Some("the BMC says no (still busy after 4 tries)")
+    );
+    assert_eq!(
+        results["w-nope"].error.as_deref(),
+        Some("power_on: the platform cannot do this action")
+    );
+    assert_eq!((results["later"].success, class("later")), (true, None));
+
+    let tries = lines(&f, "tries");
+    let count = |n: &str| tries.iter().filter(|t| *t == n).count();
+    let retried = BUSY_RETRIES as usize + 1;
+    for (node, expected) in [
+        ("busy", retried),
+        ("w-busy", retried),
+        ("later", 3),
+        ("auth", 1),
+        ("w-auth", 1),
+        ("far", 1),
+        ("nope", 1),
+        ("other", 1),
+    ] {
+        assert_eq!(count(node), expected, "runs of {node}");
+    }
+}
