@@ -1741,3 +1741,48 @@ fn all_and_dry_run_parameters() {
         "the token's role is viewer: restart needs an operator token"
     );
 }
+
+/// `wait` asks the server to confirm: the answer comes once each node is
+/// seen in the action's target state (`confirmed`, with the state), or is
+/// refused with a 400 when it is not a duration up to an hour.
+#[test]
+fn wait_confirms_actions() {
+    let s = server();
+    let operator = s.token(&["--role", "operator"]);
+    let reply = s.request("PATCH", "/?nodes=n01,broken&wait=30s", Some(&operator), &[]);
+    assert_eq!(
+        data(&reply),
+        [
+            json!({"type": "commands", "id": "n01", "attributes": {
+                "action": "power_on", "node-name": "n01", "platform": "sim",
+                "missing": false, "success": true, "state": "on", "confirmed": true,
+                "exit-code": 0}}),
+            json!({"type": "commands", "id": "broken", "attributes": {
+                "action": "power_on", "node-name": "broken", "platform": "sim",
+                "missing": false, "success": false,
+                "error": "sim: simulated failure of power_on on broken",
+                "error-class": "failed", "exit-code": 1}}),
+        ]
+    );
+    // Without wait, as before: no confirmed, no state.
+    let reply = s.request("DELETE", "/?nodes=n01", Some(&operator), &[]);
+    assert_eq!(data(&reply)[0]["attributes"].get("confirmed"), None);
+    for (query, detail) in [
+        (
+            "/?nodes=n01&wait=soon",
+            "bad wait parameter: \"soon\": expected a duration such as 90s or 2m, or 0 for none",
+        ),
+        (
+            "/?nodes=n01&wait=2h",
+            "bad wait parameter: \"2h\": at most 1h",
+        ),
+    ] {
+        let reply = s.request("PATCH", query, Some(&operator), &[]);
+        assert_eq!(refused(&reply, 400), detail, "{query}");
+    }
+    assert_eq!(
+        s.sim_state("n01").as_deref(),
+        Some("off"),
+        "a refused wait runs nothing"
+    );
+}

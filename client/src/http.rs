@@ -21,6 +21,16 @@ use ureq::Body;
 /// status is a few tens of MB).
 const BODY_LIMIT: u64 = 1 << 30;
 
+/// What a power request asks beside its action and its nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// `force=true`: protected nodes are run too.
+    pub force: bool,
+    /// `wait=SECONDS`: the server confirms the action, polling each node's
+    /// status until it is in the target state or this time is up.
+    pub wait: Option<Duration>,
+}
+
 /// What a power request acts on: a hostlist of nodes, or of groups, or
 /// every node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,30 +90,27 @@ impl Api {
         Ok(attributes(self.document(response)?))
     }
 
-    /// Runs `action` on `target` and returns one result per node; `each` is
-    /// called as each result arrives (all at once for a plain document).
+    /// Runs `action` on `target` as `ask` says and returns one result per
+    /// node; `each` is called as each result arrives (all at once for a
+    /// plain document).
     pub fn power(
         &self,
         action: Action,
         target: &Target,
-        each: impl FnMut(&CommandAttributes),
-    ) -> Result<Vec<CommandAttributes>, Failure> {
-        self.power_forced(action, target, false, each)
-    }
-
-    /// As [`Api::power`], with `force=true` when `force` (protected nodes
-    /// are then run too).
-    pub fn power_forced(
-        &self,
-        action: Action,
-        target: &Target,
-        force: bool,
+        ask: Ask,
         mut each: impl FnMut(&CommandAttributes),
     ) -> Result<Vec<CommandAttributes>, Failure> {
         let method = Method::from_bytes(action.method().as_bytes()).expect("a valid method");
         let accept = "application/x-ndjson, application/json;q=0.9";
-        let extra: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
-        let response = self.send(method, "", Some(target), extra, accept)?;
+        let wait = ask.wait.map(|d| d.as_secs().max(1).to_string());
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        if ask.force {
+            extra.push(("force", "true"));
+        }
+        if let Some(seconds) = &wait {
+            extra.push(("wait", seconds));
+        }
+        let response = self.send(method, "", Some(target), &extra, accept)?;
         if essence(&response) == "application/x-ndjson" {
             return self.stream(response, each);
         }

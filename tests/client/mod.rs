@@ -323,11 +323,13 @@ fn status_in_each_format() {
         doc,
         json!({"action": "status", "wait": null, "nodes": [
             {"name": "node05", "state": "on", "success": true, "missing": false,
-             "outcome": "on", "error": null},
+             "outcome": "on", "error": null, "error_class": null},
             {"name": "broken01", "state": "unknown", "success": false, "missing": false,
-             "outcome": "unknown", "error": "sim: simulated failure of status on broken01"},
+             "outcome": "unknown", "error": "sim: simulated failure of status on broken01",
+             "error_class": "failed"},
             {"name": "ghost", "state": "unknown", "success": false, "missing": true,
-             "outcome": "unknown", "error": "node ghost is not in the topology"},
+             "outcome": "unknown", "error": "node ghost is not in the topology",
+             "error_class": "missing"},
         ]})
     );
 }
@@ -409,9 +411,10 @@ fn actions_in_each_format() {
         doc,
         json!({"action": "restart", "wait": null, "nodes": [
             {"name": "node04", "state": null, "success": true, "missing": false,
-             "outcome": "restarting", "error": null},
+             "outcome": "restarting", "error": null, "error_class": null},
             {"name": "ghost", "state": null, "success": false, "missing": true,
-             "outcome": "failed to restart", "error": "node ghost is not in the topology"},
+             "outcome": "failed to restart", "error": "node ghost is not in the topology",
+             "error_class": "missing"},
         ]})
     );
     assert_eq!(server.sim_state("node04").as_deref(), Some("on"));
@@ -434,8 +437,24 @@ fn wait_reaches_the_state() {
         doc,
         json!({"action": "restart", "wait": "on", "nodes": [
             {"name": "node01", "state": "on", "success": true, "missing": false,
-             "outcome": "on", "error": null},
+             "outcome": "on", "error": null, "error_class": null},
         ]})
+    );
+    // The server confirmed: the client asked it once per command and
+    // polled nothing itself.
+    let log = server.log();
+    let requests: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("power request"))
+        .collect();
+    assert_eq!(requests.len(), 3, "{log}");
+    assert!(
+        requests.iter().all(|l| !l.contains("action=status")),
+        "{log}"
+    );
+    assert!(
+        log.contains("action=status outcome=\"on\""),
+        "the server polled: {log}"
     );
 }
 
@@ -458,7 +477,7 @@ fn wait_times_out_on_a_stuck_node() {
         .expect(
             1,
             "node01    On\n\
-             stuck01   Still off        did not reach on within 1s\n\
+             stuck01   Still off        did not reach on within 1s: last seen off\n\
              broken01  Failed to start  sim: simulated failure of power_on on broken01\n",
             "power: 1 node did not reach on within 1s: stuck01\n",
         );
@@ -757,6 +776,14 @@ fn slurm_resume_and_suspend_programs() {
         )
     );
     assert_eq!(server.sim_state("node02").as_deref(), Some("off"));
+    // The server confirmed (the client sent no status request of its own).
+    let log = server.log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("power request"))
+            .all(|l| !l.contains("action=status")),
+        "{log}"
+    );
     let (code, lines) = slurm("power-slurm-resume", "broken01", &[]);
     assert_eq!(code, 1);
     assert_eq!(lines[1], "power-slurm-resume: failed to start: broken01");

@@ -13,12 +13,12 @@ mod outcome;
 mod report;
 mod wait;
 
-pub use outcome::{outcome, reported_state, target_state, waited, Outcome, Rank};
+pub use outcome::{confirmed_by_server, outcome, reported_state, waited, Outcome, Rank};
 pub use report::{render, Report, ReportNode};
 
 use crate::cli::{ActionArgs, Targets};
 use crate::exit::{Exit, Failure};
-use crate::http::{Api, Target};
+use crate::http::{Api, Ask, Target};
 use crate::output::{self, Format};
 use crate::progress::Progress;
 use power_proto::hostlist;
@@ -159,21 +159,40 @@ fn run(
         ))?;
     }
     let progress = Progress::start(asked.as_ref().map(Vec::len), action.as_str());
-    let mut results = api.power_forced(action, &target, flags.force, |_| progress.inc())?;
+    let goal = wait.and_then(|_| action.target_state());
+    let ask = Ask {
+        force: flags.force,
+        wait: wait.filter(|_| goal.is_some()),
+    };
+    let mut results = api.power(action, &target, ask, |_| progress.inc())?;
     progress.finish();
     sort(&mut results, asked.as_deref());
-    let mut outcomes: Vec<Outcome> = results.iter().map(outcome).collect();
-    let goal = wait.and_then(|_| target_state(action));
+    let mut outcomes: Vec<Outcome> = results
+        .iter()
+        .map(|r| match (r.confirmed, wait) {
+            (Some(_), Some(limit)) => confirmed_by_server(r, limit),
+            _ => outcome(r),
+        })
+        .collect();
     if let (Some(limit), Some(goal)) = (wait, goal) {
-        let pending: Vec<String> = outcomes
+        // A server that does not confirm (an older one, or the reference)
+        // leaves `confirmed` unset: those nodes are polled from here.
+        let unconfirmed = |r: &CommandAttributes| r.success && r.confirmed.is_none();
+        let pending: Vec<String> = results
             .iter()
-            .filter(|o| o.success)
-            .map(|o| o.name.clone())
+            .filter(|r| unconfirmed(r))
+            .map(|r| r.node_name.clone())
             .collect();
-        let seen = poll(api, &pending, goal, limit)?;
-        for o in outcomes.iter_mut().filter(|o| o.success) {
-            let state = seen.get(&o.name).copied().unwrap_or(PowerState::Unknown);
-            *o = waited(o.clone(), goal, state, limit);
+        if !pending.is_empty() {
+            let seen = poll(api, &pending, goal, limit)?;
+            for (o, _) in outcomes
+                .iter_mut()
+                .zip(&results)
+                .filter(|(_, r)| unconfirmed(r))
+            {
+                let state = seen.get(&o.name).copied().unwrap_or(PowerState::Unknown);
+                *o = waited(o.clone(), goal, state, limit);
+            }
         }
         let late: Vec<&str> = outcomes
             .iter()

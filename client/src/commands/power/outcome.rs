@@ -2,7 +2,7 @@
 //! the reference client's words, with a colour and a rank.
 
 use crate::output::Tone;
-use power_proto::wire::{Action, CommandAttributes, PowerState};
+use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 use std::time::Duration;
 
 /// What happened to one node, ready to print.
@@ -19,6 +19,8 @@ pub struct Outcome {
     pub state: Option<PowerState>,
     /// Why it did not succeed.
     pub error: Option<String>,
+    /// What kind of failure, as the server classed it.
+    pub class: Option<ErrorClass>,
     /// The reference client's word: `On`, `Starting`, `Failed to stop`, ...
     pub word: String,
     /// The word's colour.
@@ -42,16 +44,6 @@ pub enum Rank {
     Failed,
     /// Not in the topology.
     Missing,
-}
-
-/// The state a node is in when the action worked: on for on and restart,
-/// off for off; none for status.
-pub fn target_state(action: Action) -> Option<PowerState> {
-    match action {
-        Action::PowerOn | Action::Restart => Some(PowerState::On),
-        Action::PowerOff => Some(PowerState::Off),
-        Action::Status => None,
-    }
 }
 
 /// The state a status result reports.
@@ -86,6 +78,7 @@ pub fn outcome(result: &CommandAttributes) -> Outcome {
         success: result.success,
         state: None,
         error: None,
+        class: None,
         word: good.to_string(),
         tone: Tone::Good,
         rank: Rank::Done,
@@ -104,6 +97,7 @@ pub fn outcome(result: &CommandAttributes) -> Outcome {
     }
     if !outcome.success {
         outcome.error = error_of(result);
+        outcome.class = result.error_class;
     }
     if result.missing {
         outcome.success = false;
@@ -136,6 +130,25 @@ pub fn waited(
         PowerState::Unknown => ("Unknown".into(), Tone::Bad, Rank::Unknown),
         state => (format!("Still {state}"), Tone::Warn, Rank::Late),
     };
+    outcome
+}
+
+/// The outcome of an action the server confirmed (`?wait=`): the state
+/// reached, or the state it was last seen in with the server's reason.
+pub fn confirmed_by_server(result: &CommandAttributes, limit: Duration) -> Outcome {
+    let mut done = result.clone();
+    done.success = true;
+    done.error = None;
+    done.error_class = None;
+    let Some(goal) = result.action.target_state() else {
+        return outcome(result);
+    };
+    let seen = result.state.unwrap_or(PowerState::Unknown);
+    let mut outcome = waited(outcome(&done), goal, seen, limit);
+    if result.confirmed == Some(false) {
+        outcome.error.clone_from(&result.error);
+        outcome.class = result.error_class;
+    }
     outcome
 }
 

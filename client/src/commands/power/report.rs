@@ -2,7 +2,7 @@
 
 use super::outcome::{Outcome, Rank};
 use crate::output::{self, Format, Row, Tone};
-use power_proto::wire::{Action, PowerState};
+use power_proto::wire::{Action, ErrorClass, PowerState};
 use serde::Serialize;
 
 /// The `--json` document: stable keys, one entry per node.
@@ -32,14 +32,34 @@ pub struct ReportNode<'a> {
     pub outcome: String,
     /// Why it did not succeed, else null.
     pub error: Option<&'a str>,
+    /// What kind of failure (`auth`, `unreachable`, `busy`, `unsupported`,
+    /// `timeout`, `unconfirmed`, `missing`, `failed`), else null.
+    pub error_class: Option<ErrorClass>,
 }
 
-/// The outcome key a summary groups a node under.
+/// The classes worth a word beside the error: the ones that say what to
+/// do (fix credentials, check the network, try later). `failed` says
+/// nothing more than the word, and the words already say missing and
+/// unconfirmed.
+fn telling(class: Option<ErrorClass>) -> Option<ErrorClass> {
+    class.filter(|c| {
+        !matches!(
+            c,
+            ErrorClass::Failed | ErrorClass::Missing | ErrorClass::Unconfirmed
+        )
+    })
+}
+
+/// The outcome key a summary groups a node under: failed nodes by class
+/// too.
 fn summary_key(outcome: &Outcome) -> String {
     if outcome.missing {
-        "missing".into()
-    } else {
-        outcome.word.to_lowercase()
+        return "missing".into();
+    }
+    let word = outcome.word.to_lowercase();
+    match telling(outcome.class) {
+        Some(class) => format!("{word} ({class})"),
+        None => word,
     }
 }
 
@@ -59,7 +79,10 @@ pub fn render(
                     name: o.name.clone(),
                     word: o.word.clone(),
                     tone: o.tone,
-                    note: o.error.clone(),
+                    note: match (telling(o.class), &o.error) {
+                        (Some(class), Some(error)) => Some(format!("{class}: {error}")),
+                        (_, error) => error.clone(),
+                    },
                 })
                 .collect();
             output::table(&rows, colour)
@@ -76,6 +99,7 @@ pub fn render(
                     missing: o.missing,
                     outcome: o.word.to_lowercase(),
                     error: o.error.as_deref(),
+                    error_class: o.class,
                 })
                 .collect(),
         }),
@@ -100,7 +124,7 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::commands::power::outcome::outcome;
-    use crate::commands::power::test_support::status;
+    use crate::commands::power::test_support::{result, status};
     use power_proto::wire::CommandAttributes;
 
     #[test]
@@ -133,9 +157,37 @@ mod tests {
             json["nodes"][3],
             serde_json::json!({"name": "x", "state": "unknown", "success": false,
                 "missing": true, "outcome": "unknown",
-                "error": "node x is not in the topology"})
+                "error": "node x is not in the topology", "error_class": "missing"})
         );
         assert_eq!(json["action"], "status");
         assert_eq!(json["wait"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn failures_show_their_class_and_summaries_group_by_it() {
+        let failed = |name: &str, class: ErrorClass, error: &str| {
+            let mut r = result(Action::PowerOn, name, false);
+            r.error = Some(error.into());
+            r.error_class = Some(class);
+            outcome(&r)
+        };
+        let outcomes = [
+            outcome(&result(Action::PowerOn, "n1", true)),
+            failed("n2", ErrorClass::Auth, "password refused"),
+            failed("n3", ErrorClass::Auth, "password refused"),
+            failed("n4", ErrorClass::Busy, "locked"),
+            failed("n5", ErrorClass::Failed, "exited 1"),
+        ];
+        assert_eq!(
+            render(Action::PowerOn, None, &outcomes, Format::Table, false),
+            "n1  Starting\nn2  Failed to start  auth: password refused\n\
+             n3  Failed to start  auth: password refused\nn4  Failed to start  busy: locked\n\
+             n5  Failed to start  exited 1\n"
+        );
+        assert_eq!(
+            render(Action::PowerOn, None, &outcomes, Format::Summary, false),
+            "starting: n1\nfailed to start (auth): n[2-3]\nfailed to start (busy): n4\n\
+             failed to start: n5\n"
+        );
     }
 }

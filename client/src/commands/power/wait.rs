@@ -2,7 +2,7 @@
 
 use super::outcome::reported_state;
 use crate::exit::Failure;
-use crate::http::{Api, Target};
+use crate::http::{Api, Ask, Target};
 use crate::progress::Progress;
 use power_proto::hostlist;
 use power_proto::wire::{Action, PowerState};
@@ -24,7 +24,7 @@ pub(super) fn poll(
     let mut interval = Duration::from_millis(200);
     while !pending.is_empty() {
         let expr = hostlist::compress(&pending);
-        let results = api.power(Action::Status, &Target::Nodes(expr), |_| {})?;
+        let results = api.power(Action::Status, &Target::Nodes(expr), Ask::default(), |_| {})?;
         for result in &results {
             seen.insert(result.node_name.clone(), reported_state(result));
         }
