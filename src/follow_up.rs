@@ -12,7 +12,7 @@
 use crate::engine::Engine;
 use crate::load::Loaded;
 use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -33,7 +33,11 @@ pub const FIRST_POLL: Duration = Duration::from_millis(250);
 /// The longest interval between two polls of one node.
 pub const MAX_POLL: Duration = Duration::from_secs(5);
 
-/// The longest confirmation a request may ask for.
+/// How long a graceful off gives nodes to shut down when the request does
+/// not say (`grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(120);
+
+/// The longest confirmation (or grace) a request may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// How long a request asks the server to confirm its action.
@@ -58,6 +62,7 @@ enum Source {
 #[derive(Debug)]
 struct Pending {
     held: CommandAttributes,
+    target: PowerState,
     wait: Duration,
     deadline: Instant,
     next: Instant,
@@ -72,56 +77,106 @@ struct Busy {
     due: Instant,
 }
 
+/// Runs the follow-up wants now: `action` on `nodes`, as a retry or hard
+/// off ([`Source::Action`]) or a status poll ([`Source::Poll`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Due {
+    source: Source,
+    /// The action to run.
+    pub action: Action,
+    /// The nodes to run it on.
+    pub nodes: Vec<String>,
+}
+
 /// The follow-up of one request's results.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Ledger {
-    action: Action,
     tries: HashMap<String, u32>,
     busy: HashMap<String, Busy>,
     pending: HashMap<String, Pending>,
+    /// Nodes a graceful off switches off hard, and since when.
+    hard: Vec<(String, Instant)>,
+    /// Nodes a graceful off switched off hard.
+    forced: HashSet<String>,
 }
 
 impl Ledger {
-    /// The follow-up of a request for `action`.
-    pub fn new(action: Action) -> Self {
-        Ledger {
-            action,
-            tries: HashMap::new(),
-            busy: HashMap::new(),
-            pending: HashMap::new(),
-        }
-    }
-
-    /// A result of the action, at `now`; `wait` is how long to confirm it
-    /// (zero: not at all). Returns it if it is final now.
+    /// A result of the request's action (or of a graceful off's
+    /// `shutdown`, or of its hard off), at `now`; `wait` is how long to
+    /// confirm it (zero: not at all), and for a `shutdown`, the grace.
+    /// Returns the node's final result if it is final now.
     pub fn answered(
         &mut self,
-        result: CommandAttributes,
+        mut result: CommandAttributes,
         wait: Duration,
         now: Instant,
     ) -> Option<CommandAttributes> {
         if result.error_class == Some(ErrorClass::Busy) {
             return self.busy(result, now);
         }
-        match self.action.target_state() {
-            Some(_) if result.success && !wait.is_zero() => {
-                let name = result.node_name.clone();
-                let first = now + FIRST_POLL;
-                self.pending.insert(
-                    name,
-                    Pending {
-                        held: result,
-                        wait,
-                        deadline: now + wait,
-                        next: first.min(now + wait),
-                        interval: FIRST_POLL,
-                        polling: false,
-                    },
-                );
+        if result.action == Action::Shutdown {
+            return self.shut_down(result, wait, now);
+        }
+        if self.forced.contains(&result.node_name) {
+            result.fallback = Some(true);
+        }
+        match result.action.target_state() {
+            Some(target) if result.success && !wait.is_zero() => {
+                self.hold(result, target, wait, now);
                 None
             }
             _ => Some(result),
         }
+    }
+
+    /// A graceful off's `shutdown`: done, it is confirmed within the grace
+    /// (and else switched off hard); not supported by the platform, the
+    /// node is switched off hard at once; failed otherwise, that is the
+    /// off's result (a hard off would meet the same credentials or
+    /// network).
+    fn shut_down(
+        &mut self,
+        mut result: CommandAttributes,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<CommandAttributes> {
+        if result.success {
+            self.hold(result, PowerState::Off, grace, now);
+            return None;
+        }
+        if result.error_class == Some(ErrorClass::Unsupported) {
+            self.force(result.node_name, now);
+            return None;
+        }
+        result.action = Action::PowerOff;
+        Some(result)
+    }
+
+    fn hold(
+        &mut self,
+        result: CommandAttributes,
+        target: PowerState,
+        wait: Duration,
+        now: Instant,
+    ) {
+        let name = result.node_name.clone();
+        self.pending.insert(
+            name,
+            Pending {
+                held: result,
+                target,
+                wait,
+                deadline: now + wait,
+                next: (now + FIRST_POLL).min(now + wait),
+                interval: FIRST_POLL,
+                polling: false,
+            },
+        );
+    }
+
+    fn force(&mut self, node: String, now: Instant) {
+        self.forced.insert(node.clone());
+        self.hard.push((node, now));
     }
 
     fn busy(&mut self, mut result: CommandAttributes, now: Instant) -> Option<CommandAttributes> {
@@ -130,6 +185,9 @@ impl Ledger {
             let tried = *tries + 1;
             if let Some(error) = &mut result.error {
                 error.push_str(&format!(" (still busy after {tried} tries)"));
+            }
+            if result.action == Action::Shutdown {
+                result.action = Action::PowerOff;
             }
             return Some(result);
         }
@@ -142,13 +200,13 @@ impl Ledger {
 
     /// A status result polled to confirm a node, at `now`. Returns the
     /// node's final result if it is in the target state, or if its wait
-    /// is over.
+    /// is over (a graceful off's node still on then is switched off hard
+    /// instead).
     pub fn polled(
         &mut self,
         status: &CommandAttributes,
         now: Instant,
     ) -> Option<CommandAttributes> {
-        let target = self.action.target_state()?;
         let name = status.node_name.as_str();
         let pending = self.pending.get_mut(name)?;
         pending.polling = false;
@@ -157,60 +215,90 @@ impl Ledger {
         } else {
             PowerState::Unknown
         };
-        if seen == target {
+        if seen == pending.target {
             let mut held = self.pending.remove(name)?.held;
+            if held.action == Action::Shutdown {
+                held.action = Action::PowerOff;
+                held.fallback = Some(false);
+            }
             held.confirmed = Some(true);
             held.state = Some(seen);
             return Some(held);
         }
         if now >= pending.deadline {
             let pending = self.pending.remove(name)?;
-            return Some(unconfirmed(pending.held, target, seen, pending.wait));
+            if pending.held.action == Action::Shutdown {
+                self.force(pending.held.node_name, now);
+                return None;
+            }
+            return Some(unconfirmed(
+                pending.held,
+                pending.target,
+                seen,
+                pending.wait,
+            ));
         }
         pending.interval = (pending.interval * 2).min(MAX_POLL);
         pending.next = (now + pending.interval).min(pending.deadline);
         None
     }
 
-    /// The nodes whose retry (of the action) or poll (a status) is due at
-    /// `now`; each is marked as under way.
-    pub fn due(&mut self, now: Instant) -> (Vec<String>, Vec<String>) {
+    /// The runs due at `now`: busy nodes' retries (of the action each was
+    /// busy with), graceful offs' hard offs, and status polls; each node
+    /// is marked as under way.
+    pub fn due(&mut self, now: Instant) -> Vec<Due> {
+        let mut runs: Vec<Due> = Vec::new();
+        let mut add = |source: Source, action: Action, node: String| match runs
+            .iter_mut()
+            .find(|d| d.source == source && d.action == action)
+        {
+            Some(due) => due.nodes.push(node),
+            None => runs.push(Due {
+                source,
+                action,
+                nodes: vec![node],
+            }),
+        };
         let retries: Vec<String> = self
             .busy
             .iter()
             .filter(|(_, b)| b.due <= now)
             .map(|(n, _)| n.clone())
             .collect();
-        for name in &retries {
-            self.busy.remove(name);
+        for name in retries {
+            let busy = self.busy.remove(&name).expect("listed just now");
+            add(Source::Action, busy.last.action, name);
+        }
+        for (name, _) in self.hard.drain(..) {
+            add(Source::Action, Action::PowerOff, name);
         }
         // Nodes due a little later come along: answers of one chunk arrive
         // microseconds apart, and one status run should poll them all.
-        let mut polls = Vec::new();
         for (name, pending) in &mut self.pending {
             if !pending.polling && pending.next <= now + pending.interval / 2 {
                 pending.polling = true;
-                polls.push(name.clone());
+                add(Source::Poll, Action::Status, name.clone());
             }
         }
-        (retries, polls)
+        runs
     }
 
-    /// When the next retry or poll is due.
+    /// When the next run is due.
     pub fn next_due(&self) -> Option<Instant> {
+        let hard = self.hard.iter().map(|(_, since)| *since);
         let retries = self.busy.values().map(|b| b.due);
         let polls = self.pending.values().filter(|p| !p.polling).map(|p| p.next);
-        retries.chain(polls).min()
+        hard.chain(retries).chain(polls).min()
     }
 
     /// Nothing held: every node has its final result.
     pub fn is_done(&self) -> bool {
-        self.busy.is_empty() && self.pending.is_empty()
+        self.busy.is_empty() && self.pending.is_empty() && self.hard.is_empty()
     }
 
     /// Every node still held, as its final result now (the server is
     /// shutting down): busy ones as last answered, unconfirmed ones as
-    /// not confirmed.
+    /// not confirmed, graceful offs as not switched off.
     pub fn give_up(&mut self, why: &str) -> Vec<CommandAttributes> {
         let mut results: Vec<CommandAttributes> = self.busy.drain().map(|(_, b)| b.last).collect();
         for (_, pending) in self.pending.drain() {
@@ -220,6 +308,20 @@ impl Ledger {
             held.error = Some(format!("not confirmed: {why}"));
             held.error_class = Some(ErrorClass::Unconfirmed);
             results.push(held);
+        }
+        for (node, _) in self.hard.drain(..) {
+            let error = format!("not switched off: {why}");
+            results.push(CommandAttributes::not_run(
+                Action::PowerOff,
+                &node,
+                None,
+                error,
+            ));
+        }
+        for result in &mut results {
+            if result.action == Action::Shutdown {
+                result.action = Action::PowerOff;
+            }
         }
         results
     }
@@ -244,26 +346,44 @@ fn unconfirmed(
     held
 }
 
+/// What a request asks of the follow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    /// How long to confirm the action.
+    pub wait: Wait,
+    /// A graceful off: shut down, and switch off hard what is still on
+    /// after this long.
+    pub grace: Option<Duration>,
+}
+
 /// Runs `action` on `nodes` as [`Engine::run_until`] does, with the
-/// follow-up: busy nodes retried, and the action confirmed as `wait` says.
-/// Results arrive as each node's is final.
+/// follow-up: busy nodes retried, the action confirmed as `asked.wait`
+/// says, and for a graceful off (`asked.grace`, `action` power_off) a
+/// `shutdown` first, then a hard off of the nodes still on after the
+/// grace. Results arrive as each node's is final.
 pub fn run(
     engine: &Arc<Engine>,
     loaded: Arc<Loaded>,
     action: Action,
     nodes: Vec<String>,
     abandoned: Option<watch::Receiver<bool>>,
-    wait: Wait,
+    asked: Asked,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
-    let first = engine.run_until(loaded.clone(), action, nodes, abandoned.clone());
+    let grace = asked.grace.filter(|_| action == Action::PowerOff);
+    let first_action = if grace.is_some() {
+        Action::Shutdown
+    } else {
+        action
+    };
+    let first = engine.run_until(loaded.clone(), first_action, nodes, abandoned.clone());
     let (tx, rx) = mpsc::unbounded_channel();
     let follow = Follow {
         engine: engine.clone(),
-        waits: Waits::new(&loaded, action, wait),
+        waits: Waits::new(&loaded, action, asked.wait),
+        grace: grace.unwrap_or_default(),
         loaded,
-        action,
         abandoned,
-        ledger: Ledger::new(action),
+        ledger: Ledger::default(),
         tx,
     };
     engine.spawn(follow.run(first));
@@ -309,9 +429,9 @@ impl Waits {
 struct Follow {
     engine: Arc<Engine>,
     loaded: Arc<Loaded>,
-    action: Action,
     abandoned: Option<watch::Receiver<bool>>,
     waits: Waits,
+    grace: Duration,
     ledger: Ledger,
     tx: mpsc::UnboundedSender<CommandAttributes>,
 }
@@ -347,15 +467,9 @@ impl Follow {
                     }
                 }
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    let (retries, polls) = self.ledger.due(Instant::now());
-                    for (source, action, nodes) in [
-                        (Source::Action, self.action, retries),
-                        (Source::Poll, Action::Status, polls),
-                    ] {
-                        if !nodes.is_empty() {
-                            runs += 1;
-                            self.spawn_run(source, action, nodes, more_tx.clone());
-                        }
+                    for due in self.ledger.due(Instant::now()) {
+                        runs += 1;
+                        self.spawn_run(due, more_tx.clone());
                     }
                 }
             }
@@ -368,6 +482,9 @@ impl Follow {
     fn take(&mut self, source: Source, result: CommandAttributes) {
         let now = Instant::now();
         let done = match source {
+            Source::Action if result.action == Action::Shutdown => {
+                self.ledger.answered(result, self.grace, now)
+            }
             Source::Action => {
                 let wait = self.waits.of(&self.loaded, &result.node_name);
                 self.ledger.answered(result, wait, now)
@@ -379,17 +496,12 @@ impl Follow {
         }
     }
 
-    fn spawn_run(
-        &self,
-        source: Source,
-        action: Action,
-        nodes: Vec<String>,
-        tx: mpsc::UnboundedSender<(Source, Option<CommandAttributes>)>,
-    ) {
+    fn spawn_run(&self, due: Due, tx: mpsc::UnboundedSender<(Source, Option<CommandAttributes>)>) {
         let abandoned = self.abandoned.clone();
         let mut rx = self
             .engine
-            .run_until(self.loaded.clone(), action, nodes, abandoned);
+            .run_until(self.loaded.clone(), due.action, due.nodes, abandoned);
+        let source = due.source;
         self.engine.spawn(async move {
             while let Some(result) = rx.recv().await {
                 let _ = tx.send((source, Some(result)));
@@ -428,15 +540,31 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    fn poll(nodes: &[&str]) -> Due {
+        Due {
+            source: Source::Poll,
+            action: Action::Status,
+            nodes: nodes.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn retry(action: Action, nodes: &[&str]) -> Due {
+        Due {
+            source: Source::Action,
+            action,
+            nodes: nodes.iter().map(ToString::to_string).collect(),
+        }
+    }
+
     #[test]
     fn without_a_wait_results_pass_at_once() {
-        let mut l = Ledger::new(Action::PowerOn);
+        let mut l = Ledger::default();
         let now = Instant::now();
         let ok = l.answered(result(Action::PowerOn, "a", true), Duration::ZERO, now);
         assert_eq!(ok.map(|r| r.confirmed), Some(None));
         let failed = l.answered(result(Action::PowerOn, "b", false), WAIT, now);
         assert!(failed.is_some(), "a failure is final whatever the wait");
-        let mut s = Ledger::new(Action::Status);
+        let mut s = Ledger::default();
         assert!(s
             .answered(status("a", PowerState::Off), WAIT, now)
             .is_some());
@@ -445,19 +573,15 @@ mod tests {
 
     #[test]
     fn a_confirmed_action_polls_with_growing_intervals_until_the_state_holds() {
-        let mut l = Ledger::new(Action::PowerOn);
+        let mut l = Ledger::default();
         let t0 = Instant::now();
         assert!(l
             .answered(result(Action::PowerOn, "a", true), WAIT, t0)
             .is_none());
         assert_eq!(l.next_due(), Some(t0 + FIRST_POLL));
-        assert_eq!(
-            l.due(t0),
-            (vec![], vec![]),
-            "nothing due before the first poll"
-        );
+        assert_eq!(l.due(t0), [], "nothing due before the first poll");
         let t1 = t0 + FIRST_POLL;
-        assert_eq!(l.due(t1), (vec![], vec!["a".to_string()]));
+        assert_eq!(l.due(t1), [poll(&["a"])]);
         assert_eq!(l.next_due(), None, "no second poll while one is under way");
         assert!(l.polled(&status("a", PowerState::Off), t1).is_none());
         assert_eq!(l.next_due(), Some(t1 + FIRST_POLL * 2));
@@ -477,7 +601,7 @@ mod tests {
 
     #[test]
     fn a_node_that_never_gets_there_fails_at_its_deadline_with_its_last_state() {
-        let mut l = Ledger::new(Action::PowerOff);
+        let mut l = Ledger::default();
         let t0 = Instant::now();
         let wait = Duration::from_secs(1);
         l.answered(result(Action::PowerOff, "a", true), wait, t0);
@@ -508,7 +632,7 @@ mod tests {
 
     #[test]
     fn a_failed_poll_counts_as_unknown_and_polling_goes_on() {
-        let mut l = Ledger::new(Action::Restart);
+        let mut l = Ledger::default();
         let t0 = Instant::now();
         l.answered(result(Action::Restart, "a", true), WAIT, t0);
         l.due(t0 + FIRST_POLL);
@@ -526,19 +650,19 @@ mod tests {
 
     #[test]
     fn busy_is_retried_with_backoff_then_given_up() {
-        let mut l = Ledger::new(Action::PowerOn);
+        let mut l = Ledger::default();
         let mut now = Instant::now();
         assert!(l
             .answered(busy(Action::PowerOn, "a"), Duration::ZERO, now)
             .is_none());
-        for retry in 0..BUSY_RETRIES {
+        for attempt in 0..BUSY_RETRIES {
             let due = l.next_due().unwrap();
-            assert_eq!(due - now, FIRST_BACKOFF * 2u32.pow(retry));
+            assert_eq!(due - now, FIRST_BACKOFF * 2u32.pow(attempt));
             now = due;
-            assert_eq!(l.due(now), (vec!["a".to_string()], vec![]));
+            assert_eq!(l.due(now), [retry(Action::PowerOn, &["a"])]);
             assert_eq!(l.next_due(), None);
             let again = l.answered(busy(Action::PowerOn, "a"), Duration::ZERO, now);
-            if retry + 1 < BUSY_RETRIES {
+            if attempt + 1 < BUSY_RETRIES {
                 assert!(again.is_none());
             } else {
                 let last = again.expect("given up after the last retry");
@@ -554,7 +678,7 @@ mod tests {
 
     #[test]
     fn other_failures_are_never_retried() {
-        let mut l = Ledger::new(Action::PowerOn);
+        let mut l = Ledger::default();
         let mut auth = result(Action::PowerOn, "a", false);
         auth.error_class = Some(ErrorClass::Auth);
         assert!(l.answered(auth, WAIT, Instant::now()).is_some());
@@ -563,7 +687,7 @@ mod tests {
 
     #[test]
     fn a_busy_node_that_then_succeeds_is_confirmed() {
-        let mut l = Ledger::new(Action::PowerOn);
+        let mut l = Ledger::default();
         let t0 = Instant::now();
         l.answered(busy(Action::PowerOn, "a"), WAIT, t0);
         let t1 = l.next_due().unwrap();
@@ -572,8 +696,68 @@ mod tests {
             .answered(result(Action::PowerOn, "a", true), WAIT, t1)
             .is_none());
         let t2 = l.next_due().unwrap();
-        assert_eq!(l.due(t2), (vec![], vec!["a".to_string()]));
+        assert_eq!(l.due(t2), [poll(&["a"])]);
         let done = l.polled(&status("a", PowerState::On), t2).unwrap();
         assert_eq!(done.confirmed, Some(true));
+    }
+
+    #[test]
+    fn a_graceful_off_confirms_the_shutdown_or_falls_back_to_a_hard_off() {
+        let mut l = Ledger::default();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        for node in ["down", "on", "none"] {
+            let mut r = result(Action::Shutdown, node, node != "none");
+            if node == "none" {
+                r.error_class = Some(ErrorClass::Unsupported);
+            }
+            assert!(l.answered(r, grace, t0).is_none(), "{node} held");
+        }
+        // No shutdown on its platform: switched off hard at once.
+        assert_eq!(l.due(t0), [retry(Action::PowerOff, &["none"])]);
+        let hard = l
+            .answered(result(Action::PowerOff, "none", true), Duration::ZERO, t0)
+            .unwrap();
+        assert_eq!((hard.action, hard.fallback), (Action::PowerOff, Some(true)));
+        // Polled: one shuts down in time, one stays on past the grace.
+        let t1 = l.next_due().unwrap();
+        let mut due = l.due(t1);
+        due[0].nodes.sort();
+        assert_eq!(due, [poll(&["down", "on"])]);
+        let down = l.polled(&status("down", PowerState::Off), t1).unwrap();
+        assert_eq!(
+            (down.action, down.success, down.fallback, down.confirmed),
+            (Action::PowerOff, true, Some(false), Some(true))
+        );
+        assert!(l.polled(&status("on", PowerState::On), t1).is_none());
+        let late = t0 + grace;
+        loop {
+            let at = l.next_due().unwrap();
+            let due = l.due(at);
+            if due == [retry(Action::PowerOff, &["on"])] {
+                assert_eq!(at, late.max(at), "the hard off only after the grace");
+                break;
+            }
+            assert_eq!(due, [poll(&["on"])]);
+            assert!(l.polled(&status("on", PowerState::On), at).is_none());
+        }
+        let forced = l
+            .answered(result(Action::PowerOff, "on", true), Duration::ZERO, late)
+            .unwrap();
+        assert_eq!(forced.fallback, Some(true));
+        assert!(l.is_done());
+    }
+
+    #[test]
+    fn a_graceful_off_that_fails_otherwise_is_the_offs_failure() {
+        let mut l = Ledger::default();
+        let mut r = result(Action::Shutdown, "a", false);
+        r.error_class = Some(ErrorClass::Auth);
+        let done = l.answered(r, WAIT, Instant::now()).unwrap();
+        assert_eq!(
+            (done.action, done.error_class),
+            (Action::PowerOff, Some(ErrorClass::Auth))
+        );
+        assert!(l.is_done());
     }
 }

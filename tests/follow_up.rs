@@ -3,7 +3,7 @@
 //! exit codes and batch words classed. Each test says what it protects.
 
 use crate::core::Fixture;
-use power_server::follow_up::{self, Wait, BUSY_RETRIES};
+use power_server::follow_up::{self, Asked, Wait, BUSY_RETRIES};
 use power_server::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,9 +61,18 @@ async fn follow(
     nodes: &[&str],
     wait: Wait,
 ) -> BTreeMap<String, CommandAttributes> {
+    follow_asked(f, action, nodes, Asked { wait, grace: None }).await
+}
+
+async fn follow_asked(
+    f: &Fixture,
+    action: Action,
+    nodes: &[&str],
+    asked: Asked,
+) -> BTreeMap<String, CommandAttributes> {
     let engine = f.engine(8, &[]);
     let nodes = nodes.iter().map(ToString::to_string).collect();
-    let mut rx = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, wait);
+    let mut rx = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, asked);
     let mut results = BTreeMap::new();
     while let Some(result) = rx.recv().await {
         let previous = results.insert(result.node_name.clone(), result);
@@ -270,4 +279,77 @@ async fn failures_carry_their_class_and_only_busy_is_retried() {
     ] {
         assert_eq!(count(node), expected, "runs of {node}");
     }
+}
+
+/// Nodes that shut down when asked (after `down` tenths of a second), one
+/// that ignores it, and a platform with no `shutdown` at all. Every run
+/// appends `NODE ACTION` to `$FIXTURE_OUT/runs`.
+const GRACEFUL: &str = r#"
+platforms:
+  acpi:
+    variables: [down]
+    prelude: |
+      echo "$POWER_NODE $POWER_ACTION" >> "$FIXTURE_OUT/runs"
+      f="$FIXTURE_OUT/$POWER_NODE"
+    shutdown: |
+      [ "$down" = never ] || date +%s%N > "$f.down"
+    power_off: echo off > "$f.off"
+    status: |
+      [ -f "$f.off" ] && exit 111
+      [ -f "$f.down" ] || exit 0
+      [ $(( $(date +%s%N) - $(cat "$f.down") )) -ge $(( down * 100000000 )) ] && exit 111
+      exit 0
+  plain:
+    prelude: echo "$POWER_NODE $POWER_ACTION" >> "$FIXTURE_OUT/runs"
+    power_off: "true"
+    status: exit 0
+static_nodes:
+  polite: {platform: acpi, down: "3"}
+  deaf: {platform: acpi, down: never}
+  dumb: {platform: plain}
+"#;
+
+/// A graceful off shuts down what can, and switches off hard what is
+/// still on after the grace or cannot shut down, saying which.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_off_falls_back_to_a_hard_off() {
+    let f = Fixture::new(&[("t.yaml", GRACEFUL)]);
+    let asked = Asked {
+        wait: Wait::Platform,
+        grace: Some(Duration::from_secs(2)),
+    };
+    let started = std::time::Instant::now();
+    let results = follow_asked(&f, Action::PowerOff, &["polite", "deaf", "dumb"], asked).await;
+    for r in results.values() {
+        assert_eq!(
+            (r.action, r.success),
+            (Action::PowerOff, true),
+            "{}",
+            r.node_name
+        );
+    }
+    assert_eq!(
+        (results["polite"].fallback, results["polite"].state),
+        (Some(false), Some(PowerState::Off))
+    );
+    assert_eq!(results["deaf"].fallback, Some(true));
+    assert_eq!(results["dumb"].fallback, Some(true));
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "deaf had its grace"
+    );
+    let mut runs = lines(&f, "runs");
+    runs.retain(|r| !r.ends_with(" status"));
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            "deaf power_off",
+            "deaf shutdown",
+            "dumb power_off",
+            "dumb shutdown",
+            "polite shutdown"
+        ],
+        "polite was never switched off hard"
+    );
 }

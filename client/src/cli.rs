@@ -88,8 +88,8 @@ pub enum Command {
     Status(Targets),
     /// Power nodes on.
     On(ActionArgs),
-    /// Power nodes off.
-    Off(ActionArgs),
+    /// Power nodes off (hard, or with --graceful, a shutdown first).
+    Off(OffArgs),
     /// Power-cycle nodes.
     Restart(ActionArgs),
     /// Print a shell completion script on stdout.
@@ -168,6 +168,23 @@ pub struct ActionArgs {
     pub force: bool,
 }
 
+/// `power off`: the arguments of any action, and a graceful off.
+#[derive(Debug, Args)]
+pub struct OffArgs {
+    /// The arguments every action takes.
+    #[command(flatten)]
+    pub action: ActionArgs,
+    /// Ask each node's operating system to shut down first (ACPI soft off,
+    /// a graceful shutdown); switch off hard the nodes still on after
+    /// --grace, and those whose platform cannot shut down.
+    #[arg(long)]
+    pub graceful: bool,
+    /// How long --graceful gives the nodes to shut down, e.g. `90s`, `5m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          default_value = "2m", requires = "graceful")]
+    pub grace: Duration,
+}
+
 /// Parses `90s`, `5m`, `1h 30m` (humantime), or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     power_proto::duration::parse(s)
@@ -219,7 +236,7 @@ mod tests {
     fn all_stands_for_nodes() {
         let cli = Cli::try_parse_from(["power", "off", "--all", "--yes", "--dry-run"]).unwrap();
         match cli.command {
-            Some(Command::Off(a)) => {
+            Some(Command::Off(OffArgs { action: a, .. })) => {
                 assert!(a.targets.all && a.targets.dry_run && a.yes && !a.force);
                 assert!(a.targets.names.is_empty());
             }

@@ -29,6 +29,9 @@ pub struct Ask {
     /// `wait=SECONDS`: the server confirms the action, polling each node's
     /// status until it is in the target state or this time is up.
     pub wait: Option<Duration>,
+    /// `graceful=true&grace=SECONDS` (an off): a shutdown first, and a hard
+    /// off of the nodes still on after this long.
+    pub grace: Option<Duration>,
 }
 
 /// What a power request acts on: a hostlist of nodes, or of groups, or
@@ -102,13 +105,17 @@ impl Api {
     ) -> Result<Vec<CommandAttributes>, Failure> {
         let method = Method::from_bytes(action.method().as_bytes()).expect("a valid method");
         let accept = "application/x-ndjson, application/json;q=0.9";
-        let wait = ask.wait.map(|d| d.as_secs().max(1).to_string());
+        let seconds = |d: Duration| d.as_secs().max(1).to_string();
+        let (wait, grace) = (ask.wait.map(seconds), ask.grace.map(seconds));
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if ask.force {
             extra.push(("force", "true"));
         }
-        if let Some(seconds) = &wait {
-            extra.push(("wait", seconds));
+        if let Some(wait) = &wait {
+            extra.push(("wait", wait));
+        }
+        if let Some(grace) = &grace {
+            extra.extend([("graceful", "true"), ("grace", grace.as_str())]);
         }
         let response = self.send(method, "", Some(target), &extra, accept)?;
         if essence(&response) == "application/x-ndjson" {

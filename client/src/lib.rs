@@ -90,7 +90,7 @@ fn dispatch(cli: Cli, token: &mut Option<String>) -> Result<Exit, Failure> {
         Command::List(args) => commands::list::run(&api, &args, format),
         Command::Status(targets) => commands::power::status(&api, &targets, &options),
         Command::On(args) => commands::power::action(&api, Action::PowerOn, &args, &options),
-        Command::Off(args) => commands::power::action(&api, Action::PowerOff, &args, &options),
+        Command::Off(args) => commands::power::off(&api, &args, &options),
         Command::Restart(args) => commands::power::action(&api, Action::Restart, &args, &options),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }

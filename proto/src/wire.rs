@@ -21,11 +21,24 @@ pub enum Action {
     PowerOff,
     /// Power-cycle (reset) the node.
     Restart,
+    /// Ask the operating system to shut down (ACPI soft off, a graceful
+    /// shutdown): the first step of a graceful off, never asked alone.
+    Shutdown,
 }
 
 impl Action {
-    /// Every action, in the order the driver protocol documents them.
-    pub const ALL: [Action; 4] = [
+    /// Every action a driver may be run with, in the order the driver
+    /// protocol documents them.
+    pub const ALL: [Action; 5] = [
+        Action::PowerOn,
+        Action::PowerOff,
+        Action::Restart,
+        Action::Status,
+        Action::Shutdown,
+    ];
+
+    /// The actions a request asks for, each with its HTTP method.
+    pub const REQUESTS: [Action; 4] = [
         Action::PowerOn,
         Action::PowerOff,
         Action::Restart,
@@ -34,37 +47,41 @@ impl Action {
 
     /// The HTTP method that asks for this action on `/`, as the reference
     /// API has it: `GET` status, `PATCH` on, `DELETE` off, `PUT` restart.
+    /// A shutdown is asked as a graceful off: `DELETE` with
+    /// `graceful=true`.
     pub fn method(self) -> &'static str {
         match self {
             Action::Status => "GET",
             Action::PowerOn => "PATCH",
-            Action::PowerOff => "DELETE",
+            Action::PowerOff | Action::Shutdown => "DELETE",
             Action::Restart => "PUT",
         }
     }
 
     /// The action an HTTP method asks for on `/`, if any.
     pub fn from_method(method: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.method() == method)
+        Action::REQUESTS.into_iter().find(|a| a.method() == method)
     }
 
     /// The state the action leaves a node in (`on` after on or restart,
-    /// `off` after off); `None` for status.
+    /// `off` after off or shutdown); `None` for status.
     pub fn target_state(self) -> Option<PowerState> {
         match self {
             Action::PowerOn | Action::Restart => Some(PowerState::On),
-            Action::PowerOff => Some(PowerState::Off),
+            Action::PowerOff | Action::Shutdown => Some(PowerState::Off),
             Action::Status => None,
         }
     }
 
-    /// The protocol name: `status`, `power_on`, `power_off`, `restart`.
+    /// The protocol name: `status`, `power_on`, `power_off`, `restart`,
+    /// `shutdown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Status => "status",
             Action::PowerOn => "power_on",
             Action::PowerOff => "power_off",
             Action::Restart => "restart",
+            Action::Shutdown => "shutdown",
         }
     }
 }
@@ -82,7 +99,9 @@ impl FromStr for Action {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown action {s:?} (expected power_on, power_off, restart or status)")
+                format!(
+                    "unknown action {s:?} (expected power_on, power_off, restart, status or shutdown)"
+                )
             })
     }
 }
@@ -190,6 +209,11 @@ pub struct CommandAttributes {
     /// action's target state (`state` is the state last seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed: Option<bool>,
+    /// Added: only for a graceful off (`graceful=true`): true when the
+    /// node was switched off hard, because it was still on after the
+    /// grace or its platform cannot shut down; false when it shut down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<bool>,
     /// Added: the driver's exit code, when it exited normally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -225,6 +249,7 @@ impl CommandAttributes {
             error: Some(error),
             error_class: Some(ErrorClass::Failed),
             confirmed: None,
+            fallback: None,
             exit_code: None,
             duration_ms: 0,
         }
@@ -361,9 +386,10 @@ mod tests {
 
     #[test]
     fn each_action_has_the_reference_method_and_back() {
-        let methods: Vec<&str> = Action::ALL.iter().map(|a| a.method()).collect();
+        let methods: Vec<&str> = Action::REQUESTS.iter().map(|a| a.method()).collect();
         assert_eq!(methods, ["PATCH", "DELETE", "PUT", "GET"]);
-        for action in Action::ALL {
+        assert_eq!(Action::from_method("DELETE"), Some(Action::PowerOff));
+        for action in Action::REQUESTS {
             assert_eq!(Action::from_method(action.method()), Some(action));
         }
         assert_eq!(Action::from_method("POST"), None);

@@ -8,7 +8,7 @@ use super::select::{self, flag, select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
 use crate::engine;
-use crate::follow_up::{self, Wait};
+use crate::follow_up::{self, Asked};
 use crate::load::Loaded;
 use power_proto::hostlist;
 use power_proto::wire::{
@@ -145,7 +145,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
         nodes,
         dry_run,
         force,
-        wait,
+        asked,
     } = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
@@ -198,7 +198,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             return error.into_response();
         }
     }
-    let results = start(&app, loaded, record, run, refused, wait);
+    let results = start(&app, loaded, record, run, refused, asked);
     let streaming = request
         .accept
         .as_deref()
@@ -253,7 +253,7 @@ struct Admitted {
     nodes: Vec<String>,
     dry_run: bool,
     force: bool,
-    wait: Wait,
+    asked: Asked,
 }
 
 /// A request refused: its token's subject, if known, and why.
@@ -284,6 +284,13 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let dry_run = flag(&request.query, &["dry_run", "dry-run"]).map_err(bad)?;
     let force = flag(&request.query, &["force"]).map_err(bad)?;
     let wait = select::wait(&request.query).map_err(bad)?;
+    let grace = select::graceful(&request.query).map_err(bad)?;
+    if grace.is_some() && action != Action::PowerOff {
+        return Err((
+            subject,
+            ApiError::BadRequest(format!("graceful=true is an off (DELETE), not {action}")),
+        ));
+    }
     // Force overrides a cluster-wide rail: only a token for the whole
     // cluster may (one limited to some nodes is a delegate's).
     if force && rails::guarded(action) && grant.nodes.is_some() {
@@ -304,7 +311,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
         nodes,
         dry_run,
         force,
-        wait,
+        asked: Asked { wait, grace },
     })
 }
 
@@ -326,7 +333,7 @@ fn start(
     mut record: Record,
     nodes: Vec<String>,
     refused: Vec<CommandAttributes>,
-    wait: Wait,
+    asked: Asked,
 ) -> mpsc::UnboundedReceiver<CommandAttributes> {
     // Set when the client has gone: a status's runs not yet started are
     // then not run (an action's always are).
@@ -337,7 +344,7 @@ fn start(
         record.action,
         nodes,
         Some(abandoned),
-        wait,
+        asked,
     );
     let (tx, rx) = mpsc::unbounded_channel();
     record.protected = refused.len();

@@ -6,11 +6,12 @@
 //! Pure: no I/O.
 
 use crate::auth::Grant;
-use crate::follow_up::{Wait, MAX_WAIT};
+use crate::follow_up::{Wait, DEFAULT_GRACE, MAX_WAIT};
 use crate::topology::Topology;
 use power_proto::hostlist::{self, HostlistError};
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Duration;
 
 /// A request's node selection, as given. Repeated parameters are joined
 /// (`?nodes=a&nodes=b` is `a,b`); other parameters are ignored.
@@ -76,23 +77,52 @@ pub fn flag(pairs: &[(String, String)], names: &[&'static str]) -> Result<bool, 
 /// all; without it, as each node's platform says. The last one given
 /// counts.
 pub fn wait(pairs: &[(String, String)]) -> Result<Wait, SelectError> {
-    let Some((_, given)) = pairs.iter().rev().find(|(k, _)| k == "wait") else {
-        return Ok(Wait::Platform);
+    Ok(duration(pairs, "wait")?.map_or(Wait::Platform, Wait::For))
+}
+
+/// How long a graceful off (`graceful=true`) gives the nodes to shut down
+/// before they are switched off hard (`grace`, default
+/// [`DEFAULT_GRACE`]); `None` for a plain off.
+pub fn graceful(pairs: &[(String, String)]) -> Result<Option<Duration>, SelectError> {
+    let grace = duration(pairs, "grace")?;
+    if !flag(pairs, &["graceful"])? {
+        return match grace {
+            Some(_) => Err(SelectError::BadWait {
+                param: "grace",
+                value: pairs
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "grace")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                why: "grace is the time a graceful off gives: add graceful=true".into(),
+            }),
+            None => Ok(None),
+        };
+    }
+    Ok(Some(grace.unwrap_or(DEFAULT_GRACE)))
+}
+
+/// The duration parameter `param` (the last one given), at most
+/// [`MAX_WAIT`].
+fn duration(
+    pairs: &[(String, String)],
+    param: &'static str,
+) -> Result<Option<Duration>, SelectError> {
+    let Some((_, given)) = pairs.iter().rev().find(|(k, _)| k == param) else {
+        return Ok(None);
     };
-    let text = given.trim();
     let bad = |why: &str| SelectError::BadWait {
+        param,
         value: given.clone(),
         why: why.to_string(),
     };
-    let duration = match text.parse::<u64>() {
-        Ok(seconds) => std::time::Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|_| bad("expected a duration such as 90s or 2m, or 0 for none"))?,
-    };
+    let duration = power_proto::duration::parse(given)
+        .map_err(|_| bad("expected a duration such as 90s or 2m, or 0 for none"))?;
     if duration > MAX_WAIT {
         return Err(bad("at most 1h"));
     }
-    Ok(Wait::For(duration))
+    Ok(Some(duration))
 }
 
 /// Why a selection was refused.
@@ -119,8 +149,10 @@ pub enum SelectError {
         /// The value given.
         value: String,
     },
-    /// A `wait` that is not a duration, or too long (400).
+    /// A `wait` or `grace` that is not a duration, or too long (400).
     BadWait {
+        /// `wait` or `grace`.
+        param: &'static str,
         /// The value given.
         value: String,
         /// What was expected.
@@ -157,7 +189,9 @@ impl fmt::Display for SelectError {
                     "bad {param} parameter: {value:?}: expected true or false"
                 )
             }
-            Self::BadWait { value, why } => write!(f, "bad wait parameter: {value:?}: {why}"),
+            Self::BadWait { param, value, why } => {
+                write!(f, "bad {param} parameter: {value:?}: {why}")
+            }
             Self::AllWithOthers => {
                 f.write_str("all=true selects every node: give it without nodes or groups")
             }
@@ -431,7 +465,6 @@ mod tests {
 
     #[test]
     fn wait_is_a_duration_up_to_an_hour() {
-        use std::time::Duration;
         assert_eq!(wait(&pairs(&[])), Ok(Wait::Platform));
         assert_eq!(
             wait(&pairs(&[("wait", "90")])),
@@ -459,5 +492,28 @@ mod tests {
                 format!("bad wait parameter: {bad:?}: {why}")
             );
         }
+    }
+
+    #[test]
+    fn graceful_takes_a_grace() {
+        assert_eq!(graceful(&pairs(&[])), Ok(None));
+        assert_eq!(
+            graceful(&pairs(&[("graceful", "true")])),
+            Ok(Some(DEFAULT_GRACE))
+        );
+        assert_eq!(
+            graceful(&pairs(&[("graceful", "1"), ("grace", "30s")])),
+            Ok(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            graceful(&pairs(&[("grace", "30s")])).unwrap_err().to_string(),
+            "bad grace parameter: \"30s\": grace is the time a graceful off gives: add graceful=true"
+        );
+        assert_eq!(
+            graceful(&pairs(&[("graceful", "true"), ("grace", "2h")]))
+                .unwrap_err()
+                .to_string(),
+            "bad grace parameter: \"2h\": at most 1h"
+        );
     }
 }

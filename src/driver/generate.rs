@@ -36,8 +36,10 @@ impl Script {
 /// Each command is pasted unindented (heredoc terminators keep working) as
 /// one arm of a `case` on the action. The action argument is shifted away
 /// so a command sees no positional parameters, as under the reference
-/// server. A missing action fails as the reference did (`exit 1`), with a
-/// message saying why.
+/// server. A missing action fails, as in the reference, with a message
+/// saying why; its exit code is the reserved one for an action the
+/// platform cannot do (69, class `unsupported`), so a graceful off of a
+/// platform without `shutdown` falls back to a hard off.
 pub fn script(
     name: &str,
     origin: &str,
@@ -62,7 +64,7 @@ pub fn script(
         script.text.push_str(";;\n");
     }
     script.text.push_str(&format!(
-        "*)\n  echo \"platform {name} has no command for action '${{1-}}'\" >&2\n  exit 1\n  ;;\nesac\n"
+        "*)\n  echo \"platform {name} has no command for action '${{1-}}'\" >&2\n  exit 69\n  ;;\nesac\n"
     ));
     script
 }

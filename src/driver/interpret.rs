@@ -147,6 +147,7 @@ impl Verdict {
             error: self.error,
             error_class: self.error_class,
             confirmed: None,
+            fallback: None,
             exit_code: self.exit_code,
             duration_ms: duration.as_millis().min(u128::from(u64::MAX)) as u64,
         }

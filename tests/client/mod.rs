@@ -827,3 +827,53 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(plain.contains("node05  On\r\nnode01  Off\r\n"), "{plain:?}");
     assert!(!plain.contains("\x1b[3"), "{plain:?}");
 }
+
+/// `off --graceful` shuts down what can, within the grace, and switches
+/// off hard the rest: a node that ignores the shutdown and a platform
+/// with no shutdown at all, named on stderr. One-shot and batch sim alike.
+#[test]
+fn graceful_off_falls_back_to_hard_off() {
+    let server = Server::start(&[(
+        "g.yaml",
+        "platforms:\n  sim:\n    driver: sim\n    variables: [sim_initial, sim_shutdown]\n  \
+         simb:\n    driver: sim\n    batch: true\n    variables: [sim_initial, sim_shutdown]\n  \
+         plain:\n    power_off: \"true\"\n    status: exit 111\n\
+         static_nodes:\n  polite01: {platform: sim, sim_initial: 'on'}\n  \
+         deaf01: {platform: sim, sim_initial: 'on', sim_shutdown: ignore}\n  \
+         dumb01: {platform: plain}\n  \
+         b[1-2]: {platform: simb, sim_initial: 'on'}\n  \
+         b3: {platform: simb, sim_initial: 'on', sim_shutdown: ignore}\n",
+    )]);
+    let token = server.token(&["--role", "operator"]);
+    let power = |args: &[&str]| Power::at(&server, &token).args(args);
+    power(&[
+        "off",
+        "--graceful",
+        "--grace",
+        "1s",
+        "polite01",
+        "deaf01",
+        "dumb01",
+    ])
+    .expect(
+        0,
+        "polite01  Off\ndeaf01    Forced off\ndumb01    Forced off\n",
+        "power: 2 nodes did not shut down within 1s (or cannot) and were switched off hard: \
+         deaf01,dumb01\n",
+    );
+    assert_eq!(server.sim_state("polite01").as_deref(), Some("off"));
+    assert_eq!(server.sim_state("deaf01").as_deref(), Some("off"));
+    power(&["off", "--graceful", "--grace", "1s", "--summary", "b[1-3]"]).expect(
+        0,
+        "off: b[1-2]\nforced off: b3\n",
+        "power: 1 node did not shut down within 1s (or cannot) and were switched off hard: b3\n",
+    );
+    assert_eq!(server.sim_state("b3").as_deref(), Some("off"));
+    let log = server.log();
+    assert!(
+        log.contains("action=shutdown"),
+        "the drivers were asked to shut down"
+    );
+    let out = power(&["on", "--grace", "1s", "b1"]).run();
+    assert_eq!(out.code, 2, "--grace is off's, with --graceful: {out:?}");
+}

@@ -96,7 +96,7 @@ impl Parser<'_> {
                         }
                     }
                 }
-                "power_on" | "power_off" | "restart" | "status" => {
+                "power_on" | "power_off" | "restart" | "status" | "shutdown" => {
                     if let Some(s) = self.scalar(v, &what) {
                         let action = k.as_str().parse::<Action>().expect("matched an action name");
                         keys.commands.insert(action, s.as_str().to_string());
@@ -117,7 +117,7 @@ impl Parser<'_> {
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
-                         restart, status, driver, status_off_exit_code, timeout, confirm, concurrency, \
+                         restart, status, shutdown, driver, status_off_exit_code, timeout, confirm, concurrency, \
                          serialize_by, batch, batch_max, persistent or processes)"
                     ),
                 ),

@@ -24,7 +24,7 @@ pub fn verb(action: Action) -> &'static str {
     match action {
         Action::Status => "status",
         Action::PowerOn => "on",
-        Action::PowerOff => "off",
+        Action::PowerOff | Action::Shutdown => "off",
         Action::Restart => "restart",
     }
 }

@@ -13,10 +13,10 @@ mod outcome;
 mod report;
 mod wait;
 
-pub use outcome::{confirmed_by_server, outcome, reported_state, waited, Outcome, Rank};
+pub use outcome::{confirmed_by_server, graceful, outcome, reported_state, waited, Outcome, Rank};
 pub use report::{render, Report, ReportNode};
 
-use crate::cli::{ActionArgs, Targets};
+use crate::cli::{ActionArgs, OffArgs, Targets};
 use crate::exit::{Exit, Failure};
 use crate::http::{Api, Ask, Target};
 use crate::output::{self, Format};
@@ -91,6 +91,8 @@ struct Flags {
     yes: bool,
     /// `--force`.
     force: bool,
+    /// `--graceful`'s grace.
+    grace: Option<Duration>,
 }
 
 /// `power status`.
@@ -98,20 +100,45 @@ pub fn status(api: &Api, targets: &Targets, options: &Options) -> Result<Exit, F
     run(api, Action::Status, targets, Flags::default(), options)
 }
 
-/// `power on|off|restart`.
+/// `power on|restart`, and `power off` without `--graceful`.
 pub fn action(
     api: &Api,
     action: Action,
     args: &ActionArgs,
     options: &Options,
 ) -> Result<Exit, Failure> {
-    let flags = Flags {
+    run(api, action, &args.targets, flags(action, args), options)
+}
+
+/// `power off`: hard, or with `--graceful` a shutdown first.
+pub fn off(api: &Api, args: &OffArgs, options: &Options) -> Result<Exit, Failure> {
+    let mut flags = flags(Action::PowerOff, &args.action);
+    flags.grace = args.graceful.then_some(args.grace);
+    if args.graceful && !args.action.targets.dry_run {
+        // A server that knows no graceful off (the reference) would take
+        // the request for a hard off: ask for a dry run first, which such
+        // a server answers as a status, running nothing.
+        let (target, _) = target(&args.action.targets)?;
+        api.plan(Action::PowerOff, &target, flags.force)
+            .map_err(|e| match e {
+                Failure::BadAnswer { url, what } => Failure::BadAnswer {
+                    url,
+                    what: format!("{what}; --graceful needs a server that knows graceful offs: nothing was switched off"),
+                },
+                other => other,
+            })?;
+    }
+    run(api, Action::PowerOff, &args.action.targets, flags, options)
+}
+
+fn flags(action: Action, args: &ActionArgs) -> Flags {
+    Flags {
         wait: args.wait.then_some(args.wait_timeout),
         yes: args.yes,
         // Only off and restart are ever refused for protection.
         force: args.force && matches!(action, Action::PowerOff | Action::Restart),
-    };
-    run(api, action, &args.targets, flags, options)
+        grace: None,
+    }
 }
 
 /// How many nodes `action` on `target` would touch: the hostlist's own
@@ -163,17 +190,35 @@ fn run(
     let ask = Ask {
         force: flags.force,
         wait: wait.filter(|_| goal.is_some()),
+        grace: flags.grace,
     };
     let mut results = api.power(action, &target, ask, |_| progress.inc())?;
     progress.finish();
     sort(&mut results, asked.as_deref());
     let mut outcomes: Vec<Outcome> = results
         .iter()
-        .map(|r| match (r.confirmed, wait) {
-            (Some(_), Some(limit)) => confirmed_by_server(r, limit),
-            _ => outcome(r),
+        .map(|r| {
+            let o = match (r.confirmed, wait) {
+                (Some(_), Some(limit)) => confirmed_by_server(r, limit),
+                _ => outcome(r),
+            };
+            graceful(o, r)
         })
         .collect();
+    let forced: Vec<&str> = results
+        .iter()
+        .filter(|r| r.fallback == Some(true))
+        .map(|r| r.node_name.as_str())
+        .collect();
+    if let (Some(grace), false) = (flags.grace, forced.is_empty()) {
+        let nodes = if forced.len() == 1 { "node" } else { "nodes" };
+        output::warn(&format!(
+            "{} {nodes} did not shut down within {} (or cannot) and were switched off hard: {}",
+            forced.len(),
+            humantime::format_duration(grace),
+            hostlist::compress(&forced)
+        ));
+    }
     if let (Some(limit), Some(goal)) = (wait, goal) {
         // A server that does not confirm (an older one, or the reference)
         // leaves `confirmed` unset: those nodes are polled from here.
@@ -240,6 +285,7 @@ mod test_support {
             error: (!success).then(|| "sim: boom".to_string()),
             error_class: (!success).then_some(ErrorClass::Failed),
             confirmed: None,
+            fallback: None,
             exit_code: (!success).then_some(1),
             duration_ms: 1,
         }

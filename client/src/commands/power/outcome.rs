@@ -69,7 +69,7 @@ pub fn outcome(result: &CommandAttributes) -> Outcome {
     let (good, bad) = match result.action {
         Action::Status => ("", ""),
         Action::PowerOn => ("Starting", "Failed to start"),
-        Action::PowerOff => ("Stopping", "Failed to stop"),
+        Action::PowerOff | Action::Shutdown => ("Stopping", "Failed to stop"),
         Action::Restart => ("Restarting", "Failed to restart"),
     };
     let mut outcome = Outcome {
@@ -148,6 +148,26 @@ pub fn confirmed_by_server(result: &CommandAttributes, limit: Duration) -> Outco
     if result.confirmed == Some(false) {
         outcome.error.clone_from(&result.error);
         outcome.class = result.error_class;
+    }
+    outcome
+}
+
+/// A graceful off's outcome: `Off` for a node that shut down (the server
+/// saw it off), `Forced off` for one switched off hard after its grace.
+pub fn graceful(mut outcome: Outcome, result: &CommandAttributes) -> Outcome {
+    if !outcome.success {
+        return outcome;
+    }
+    match result.fallback {
+        Some(false) => {
+            outcome.word = "Off".into();
+            outcome.state = Some(PowerState::Off);
+        }
+        Some(true) => {
+            outcome.word = "Forced off".into();
+            outcome.tone = Tone::Warn;
+        }
+        None => {}
     }
     outcome
 }
