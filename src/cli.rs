@@ -214,6 +214,7 @@ mod tests {
             "POWER_SERVER_JWT_SECRET",
             "POWER_SERVER_METRICS_PUBLIC",
             "POWER_SERVER_PROTECTED_GROUPS",
+            "POWER_SERVER_POWER_ON_RATE",
         ];
         let unnamed: Vec<&String> = read
             .difference(&named)

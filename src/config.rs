@@ -11,6 +11,7 @@
 
 use crate::engine::DEFAULT_CONCURRENCY;
 use crate::load::LoadSettings;
+use crate::pace::Rate;
 use crate::paths;
 use crate::secret::{self, SecretSource};
 use power_proto::hostlist::DEFAULT_LIMIT;
@@ -92,6 +93,9 @@ pub struct Options {
     /// says `force=true` (`POWER_SERVER_PROTECTED_GROUPS`, comma-separated;
     /// default none).
     pub protected_groups: Option<Vec<String>>,
+    /// At most so many nodes of all platforms switched on per period, e.g.
+    /// `50/min` (`POWER_SERVER_POWER_ON_RATE`; default: not paced).
+    pub power_on_rate: Option<String>,
 }
 
 /// Why settings could not be worked out. Never carries a secret.
@@ -177,6 +181,7 @@ impl Options {
             hostlist_limit: self.hostlist_limit.or(lower.hostlist_limit),
             max_connections: self.max_connections.or(lower.max_connections),
             protected_groups: self.protected_groups.or(lower.protected_groups),
+            power_on_rate: self.power_on_rate.or(lower.power_on_rate),
         }
     }
 
@@ -227,6 +232,7 @@ impl Options {
                     .filter(|g| !g.is_empty())
                     .collect()
             }),
+            power_on_rate: get("POWER_SERVER_POWER_ON_RATE"),
             topology_config: None,
             scripts_dir: None,
             warnings: Vec::new(),
@@ -415,6 +421,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Groups whose nodes refuse power off and restart without `force`.
     pub protected_groups: Vec<String>,
+    /// At most so many nodes switched on per period, over all platforms.
+    pub power_on_rate: Option<Rate>,
 }
 
 /// How the server writes its log lines (on stderr).
@@ -479,7 +487,15 @@ impl Settings {
         if let Some(bad) = protected_groups.iter().find(|g| g.trim().is_empty()) {
             return Err(invalid("protected_groups", bad, "a list of group names"));
         }
+        let power_on_rate = match options.power_on_rate.as_deref() {
+            None => None,
+            Some(text) => Some(
+                Rate::parse(text)
+                    .map_err(|_| invalid("power_on_rate", text, "a rate such as 50/min"))?,
+            ),
+        };
         Ok(Settings {
+            power_on_rate,
             bind,
             load: LoadSettings {
                 topology_files: options.topology_config.into_iter().collect(),
@@ -767,6 +783,19 @@ concurency: 3
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("protected_groups: "), "{e}");
+    }
+
+    #[test]
+    fn power_on_rate_is_a_rate() {
+        let file = Options::parse("power_on_rate: 50/min\n", Path::new("c")).unwrap();
+        let s = Settings::resolve(file, &Host::default()).unwrap();
+        assert_eq!(s.power_on_rate, Some(Rate::parse("50/min").unwrap()));
+        let from_env = Options::from_env(env(&[("POWER_SERVER_POWER_ON_RATE", "fast")])).unwrap();
+        let e = Settings::resolve(from_env, &Host::default()).unwrap_err();
+        assert!(e.to_string().starts_with("power_on_rate: "), "{e}");
+        assert!(e.to_string().contains("a rate such as 50/min"), "{e}");
+        let none = Settings::resolve(Options::default(), &Host::default()).unwrap();
+        assert_eq!(none.power_on_rate, None);
     }
 
     #[test]

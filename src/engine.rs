@@ -15,6 +15,7 @@
 use crate::driver::{self, batch, interpret, persistent, spawn, Exit, Outcome};
 use crate::load::Loaded;
 use crate::metrics::{self, Metrics};
+use crate::pace::{Pacer, Rate};
 use crate::topology::{Node, Platform};
 use power_proto::wire::{Action, CommandAttributes};
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,17 @@ const ABANDONED: &str = "not run: the client went away";
 struct Turn {
     share: Arc<Semaphore>,
     abandoned: Option<watch::Receiver<bool>>,
+    /// A staged power-on's start time: nothing is taken before it.
+    start_at: Option<tokio::time::Instant>,
+}
+
+/// A node of a staged power-on, and when its driver may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The node.
+    pub node: String,
+    /// Its start time.
+    pub starts: tokio::time::Instant,
 }
 
 /// Ignored answer lines logged per batch run; the rest are only counted.
@@ -114,6 +126,11 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Where drivers run; the server's working directory when `None`.
     working_dir: Option<PathBuf>,
+    /// The server's `power_on_rate`, over every platform.
+    power_on_rate: Option<Rate>,
+    /// Staged power-on start times, by platform name ("" for the server's
+    /// rate): kept across requests and reloads.
+    pacers: Mutex<HashMap<String, Arc<Pacer>>>,
 }
 
 /// Named async locks, made on first use. Keyed by the topology's shared
@@ -203,6 +220,7 @@ impl Shares {
         Turn {
             share,
             abandoned: self.abandoned.clone(),
+            start_at: None,
         }
     }
 }
@@ -236,6 +254,8 @@ impl Engine {
             platforms: Bounds::default(),
             persistent: Mutex::default(),
             lanes: std::thread::available_parallelism().map_or(1, usize::from),
+            power_on_rate: None,
+            pacers: Mutex::default(),
             inherited,
             stop: watch::channel(false).0,
             closing: watch::channel(false).0,
@@ -255,6 +275,39 @@ impl Engine {
             .expect("an engine not yet shared")
             .working_dir = dir;
         self
+    }
+
+    /// With the server's `power_on_rate`: at most so many nodes of all
+    /// platforms switched on per period.
+    pub fn paced(mut self: Arc<Self>, rate: Option<Rate>) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("an engine not yet shared")
+            .power_on_rate = rate;
+        self
+    }
+
+    /// When `node` of `platform` may be switched on, reserved in turn:
+    /// `None` when nothing paces it.
+    fn pace(&self, platform: &Platform) -> Option<tokio::time::Instant> {
+        let rates = [
+            (platform.name.as_str(), platform.power_on_rate),
+            ("", self.power_on_rate),
+        ];
+        let mut start: Option<tokio::time::Instant> = None;
+        for (key, rate) in rates {
+            let Some(rate) = rate else { continue };
+            let pacer = self
+                .pacers
+                .lock()
+                .expect("pacers poisoned")
+                .entry(key.to_string())
+                .or_default()
+                .clone();
+            // Not before the platform's own turn.
+            let earliest = start.unwrap_or_else(tokio::time::Instant::now);
+            start = Some(pacer.reserve(rate, earliest));
+        }
+        start
     }
 
     /// The metrics its runs are counted in (the API serves them).
@@ -306,7 +359,20 @@ impl Engine {
         nodes: Vec<String>,
         abandoned: Option<watch::Receiver<bool>>,
     ) -> mpsc::UnboundedReceiver<CommandAttributes> {
+        self.run_with_turns(loaded, action, nodes, abandoned).0
+    }
+
+    /// [`Engine::run_until`], saying too which nodes of a staged power-on
+    /// (`power_on_rate`) wait for their turn, and until when.
+    pub fn run_with_turns(
+        self: &Arc<Self>,
+        loaded: Arc<Loaded>,
+        action: Action,
+        nodes: Vec<String>,
+        abandoned: Option<watch::Receiver<bool>>,
+    ) -> (mpsc::UnboundedReceiver<CommandAttributes>, Vec<Waiting>) {
         let abandoned = abandoned.filter(|_| action == Action::Status);
+        let mut waiting = Vec::new();
         let (tx, rx) = mpsc::unbounded_channel();
         // The dispatch is counted until every run it starts is counted on
         // its own: `shutdown` sets `closed` before it waits for the count
@@ -352,6 +418,41 @@ impl Engine {
                     (platform, lanes)
                 }
             };
+            let paced = if action == Action::PowerOn {
+                self.pace(platform)
+            } else {
+                None
+            };
+            if let Some(start) = paced {
+                if start > tokio::time::Instant::now() {
+                    waiting.push(Waiting {
+                        node: name.clone(),
+                        starts: start,
+                    });
+                }
+                // A chunk of one: its nodes' turns are one interval apart.
+                let mut turn = shares.turn(platform, &node.platform);
+                turn.start_at = Some(start);
+                let counted = InFlight::count(self.clone(), 1);
+                let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
+                let lane = match lanes {
+                    1 => 0,
+                    lanes => persistent::lane(&node.name, lanes),
+                };
+                let batch = platform.batch.is_some();
+                self.spawn(async move {
+                    let _counted = counted;
+                    if batch {
+                        engine
+                            .run_chunk(&loaded, action, vec![position], lane, turn, tx)
+                            .await;
+                    } else {
+                        let result = engine.run_one(&loaded, action, &name, turn).await;
+                        let _ = tx.send(result);
+                    }
+                });
+                continue;
+            }
             if platform.batch.is_some() {
                 // Counted per chunk below.
                 let controller = controller_key(platform, node);
@@ -377,7 +478,7 @@ impl Engine {
         }
         self.spawn_chunks(&loaded, action, batches, &mut shares, &tx);
         drop(dispatching);
-        rx
+        (rx, waiting)
     }
 
     /// A run per chunk of each batch platform's nodes (`batches`, by
@@ -452,8 +553,15 @@ impl Engine {
                 std::future::pending::<()>().await;
             }
         };
+        let start_at = turn.start_at;
+        let acquire = async {
+            if let Some(start) = start_at {
+                tokio::time::sleep_until(start).await;
+            }
+            self.acquire(nodes, platform, controller, turn.share).await
+        };
         let held = tokio::select! {
-            held = self.acquire(nodes, platform, controller, turn.share) => held,
+            held = acquire => held,
             _ = closing.wait_for(|closing| *closing) => return Err(NOT_RUN),
             () = abandoned => return Err(ABANDONED),
         };

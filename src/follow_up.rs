@@ -9,7 +9,7 @@
 //! ordinary engine runs (so a batch platform confirms a whole chunk with
 //! one status run, under the same node locks and bounds).
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Waiting};
 use crate::load::Loaded;
 use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
 use std::collections::{HashMap, HashSet};
@@ -360,7 +360,8 @@ pub struct Asked {
 /// follow-up: busy nodes retried, the action confirmed as `asked.wait`
 /// says, and for a graceful off (`asked.grace`, `action` power_off) a
 /// `shutdown` first, then a hard off of the nodes still on after the
-/// grace. Results arrive as each node's is final.
+/// grace. Results arrive as each node's is final; the nodes of a staged
+/// power-on waiting for their turn are listed at once.
 pub fn run(
     engine: &Arc<Engine>,
     loaded: Arc<Loaded>,
@@ -368,14 +369,15 @@ pub fn run(
     nodes: Vec<String>,
     abandoned: Option<watch::Receiver<bool>>,
     asked: Asked,
-) -> mpsc::UnboundedReceiver<CommandAttributes> {
+) -> (mpsc::UnboundedReceiver<CommandAttributes>, Vec<Waiting>) {
     let grace = asked.grace.filter(|_| action == Action::PowerOff);
     let first_action = if grace.is_some() {
         Action::Shutdown
     } else {
         action
     };
-    let first = engine.run_until(loaded.clone(), first_action, nodes, abandoned.clone());
+    let (first, waiting) =
+        engine.run_with_turns(loaded.clone(), first_action, nodes, abandoned.clone());
     let (tx, rx) = mpsc::unbounded_channel();
     let follow = Follow {
         engine: engine.clone(),
@@ -387,7 +389,7 @@ pub fn run(
         tx,
     };
     engine.spawn(follow.run(first));
-    rx
+    (rx, waiting)
 }
 
 /// How long each node's action is confirmed.

@@ -33,6 +33,7 @@ pub mod engine;
 pub mod follow_up;
 pub mod load;
 pub mod metrics;
+pub mod pace;
 pub mod paths;
 pub mod run;
 pub mod secret;

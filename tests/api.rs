@@ -99,14 +99,16 @@ fn status_reports_every_node_field_by_field() {
                 "ghost",
                 json!({"action": "status", "node-name": "ghost", "platform": null,
                        "missing": true, "success": false, "running": false,
-                       "state": "unknown", "error": "node ghost is not in the topology"})
+                       "state": "unknown", "error": "node ghost is not in the topology",
+                       "error-class": "missing"})
             ),
             command(
                 "broken",
                 json!({"action": "status", "node-name": "broken", "platform": "sim",
                        "missing": false, "success": false, "running": false,
                        "state": "unknown", "exit-code": 1,
-                       "error": "sim: simulated failure of status on broken"})
+                       "error": "sim: simulated failure of status on broken",
+                       "error-class": "failed"})
             ),
             command(
                 "lit",
@@ -143,7 +145,8 @@ fn power_routes_run_their_action() {
                     "broken",
                     json!({"action": action, "node-name": "broken", "platform": "sim",
                            "missing": false, "success": false, "exit-code": 1,
-                           "error": format!("sim: simulated failure of {action} on broken")})
+                           "error": format!("sim: simulated failure of {action} on broken"),
+                           "error-class": "failed"})
                 ),
             ],
             "{method}"
@@ -1699,7 +1702,7 @@ fn all_and_dry_run_parameters() {
         (
             "/?nodes=n01&dry_run=true&action=reboot",
             "bad action parameter: unknown action \"reboot\" (expected power_on, power_off, \
-             restart or status)",
+             restart, status or shutdown)",
         ),
     ] {
         assert_eq!(refused(&s.get(query, &operator), 400), detail, "{query}");
@@ -1785,4 +1788,55 @@ fn wait_confirms_actions() {
         Some("off"),
         "a refused wait runs nothing"
     );
+}
+
+/// With the server's `power_on_rate`, `turns=true` streams the nodes of a
+/// staged power-on that wait their turn first, soonest first, then every
+/// result; without it, results only.
+#[test]
+fn a_staged_power_on_says_who_waits() {
+    let s = Server::builder()
+        .file(
+            "nodes.yaml",
+            "platforms:\n  sim:\n    driver: sim\nstatic_nodes:\n  m1: {platform: sim}\n  \
+             m2: {platform: sim}\n  m3: {platform: sim}\n",
+        )
+        .env("POWER_SERVER_POWER_ON_RATE", "5/s")
+        .start();
+    let operator = s.token(&["--role", "operator"]);
+    let ndjson = [("Accept", "application/x-ndjson")];
+    let reply = s.request(
+        "PATCH",
+        "/?nodes=m1,m2,m3&turns=true",
+        Some(&operator),
+        &ndjson,
+    );
+    let lines: Vec<Value> = reply
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["turns", "turns", "commands", "commands", "commands"]
+    );
+    assert_eq!(
+        (&lines[0]["id"], &lines[1]["id"]),
+        (&json!("m2"), &json!("m3"))
+    );
+    let waits: Vec<u64> = lines[..2]
+        .iter()
+        .map(|l| l["attributes"]["starts-in-ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        (100..=200).contains(&waits[0]) && (300..=400).contains(&waits[1]),
+        "one 200 ms interval apart: {waits:?}"
+    );
+    assert_eq!(lines[0]["attributes"]["action"], "power_on");
+    assert!(lines[2..]
+        .iter()
+        .all(|l| l["attributes"]["success"] == true));
+    let reply = s.request("PATCH", "/?nodes=m1,m2,m3", Some(&operator), &ndjson);
+    assert!(!reply.body.contains("\"turns\""), "{}", reply.body);
 }

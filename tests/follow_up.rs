@@ -72,7 +72,7 @@ async fn follow_asked(
 ) -> BTreeMap<String, CommandAttributes> {
     let engine = f.engine(8, &[]);
     let nodes = nodes.iter().map(ToString::to_string).collect();
-    let mut rx = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, asked);
+    let (mut rx, _) = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, asked);
     let mut results = BTreeMap::new();
     while let Some(result) = rx.recv().await {
         let previous = results.insert(result.node_name.clone(), result);
@@ -352,4 +352,93 @@ async fn a_graceful_off_falls_back_to_a_hard_off() {
         ],
         "polite was never switched off hard"
     );
+}
+
+/// A platform with `power_on_rate: 50/s`: its nodes' drivers start at
+/// least 20 ms apart, each no sooner than its turn.
+const PACED: &str = r#"
+platforms:
+  paced:
+    power_on_rate: 50/s
+    power_on: echo "$(date +%s%N) $POWER_NODE" >> "$FIXTURE_OUT/starts"
+    power_off: "true"
+    status: exit 111
+  paced-batch:
+    batch: true
+    power_on_rate: 50/s
+    power_on: |
+      IFS= read -r header
+      while IFS=$'\t' read -r id node; do
+        echo "$(date +%s%N) $node" >> "$FIXTURE_OUT/starts"; echo "$id ok"
+      done
+static_nodes:
+  p[001-100]: {platform: paced}
+  q[01-10]: {platform: paced-batch}
+"#;
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Each driver start, in order, in nanoseconds since the epoch.
+fn starts(f: &Fixture) -> Vec<u128> {
+    let mut starts: Vec<u128> = lines(f, "starts")
+        .iter()
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    starts.sort_unstable();
+    starts
+}
+
+/// A staged power-on of 100 nodes holds the rate: the i-th driver starts
+/// no sooner than i intervals after the request; the request lists the
+/// 99 nodes that wait, and other actions are not paced. A batch
+/// platform's nodes are paced one by one too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staged_power_on_holds_its_rate() {
+    let f = Fixture::new(&[("t.yaml", PACED)]);
+    let engine = f.engine(50, &[]);
+    let interval = 20_000_000u128;
+    let nodes: Vec<String> = (1..=100).map(|i| format!("p{i:03}")).collect();
+    let before = now_ns();
+    let (mut rx, waiting) =
+        engine.run_with_turns(f.loaded.clone(), Action::PowerOn, nodes.clone(), None);
+    assert_eq!(waiting.len(), 99, "all but the first wait their turn");
+    assert!(waiting.windows(2).all(|w| w[1].starts > w[0].starts));
+    let mut done = 0;
+    while let Some(r) = rx.recv().await {
+        assert!(r.success, "{r:?}");
+        done += 1;
+    }
+    assert_eq!(done, 100);
+    let started = starts(&f);
+    assert_eq!(started.len(), 100);
+    for (i, start) in started.iter().enumerate() {
+        assert!(
+            *start >= before + i as u128 * interval,
+            "start {i} came {} ms early",
+            (before + i as u128 * interval - start) / 1_000_000
+        );
+    }
+    // Other actions are not paced.
+    for action in [Action::PowerOff, Action::Status] {
+        let (_, waiting) = engine.run_with_turns(f.loaded.clone(), action, nodes.clone(), None);
+        assert!(waiting.is_empty(), "{action} paced");
+    }
+
+    std::fs::remove_file(f.out().join("starts")).unwrap();
+    let batch: Vec<String> = (1..=10).map(|i| format!("q{i:02}")).collect();
+    let names: Vec<&str> = batch.iter().map(String::as_str).collect();
+    let before = now_ns();
+    let results = f.run(&engine, Action::PowerOn, &names).await;
+    assert!(results.iter().all(|r| r.success));
+    for (i, start) in starts(&f).iter().enumerate() {
+        assert!(
+            *start >= before + i as u128 * interval,
+            "batch start {i} early"
+        );
+    }
 }

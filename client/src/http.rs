@@ -9,7 +9,7 @@
 use crate::exit::Failure;
 use power_proto::wire::{
     Action, CommandAttributes, Document, ErrorDocument, GroupAttributes, NodeAttributes,
-    PlanAttributes, Resource,
+    PlanAttributes, Resource, TurnAttributes,
 };
 use serde::de::DeserializeOwned;
 use std::io::BufRead;
@@ -32,6 +32,18 @@ pub struct Ask {
     /// `graceful=true&grace=SECONDS` (an off): a shutdown first, and a hard
     /// off of the nodes still on after this long.
     pub grace: Option<Duration>,
+    /// `turns=true`: the nodes of a staged power-on waiting for their turn
+    /// are streamed first ([`Streamed::Turn`]).
+    pub turns: bool,
+}
+
+/// What a power answer's stream brings, as it comes.
+#[derive(Debug, Clone, Copy)]
+pub enum Streamed<'a> {
+    /// A node's result.
+    Result(&'a CommandAttributes),
+    /// A node waiting for its turn (a staged power-on).
+    Turn(&'a TurnAttributes),
 }
 
 /// What a power request acts on: a hostlist of nodes, or of groups, or
@@ -101,7 +113,7 @@ impl Api {
         action: Action,
         target: &Target,
         ask: Ask,
-        mut each: impl FnMut(&CommandAttributes),
+        mut each: impl FnMut(Streamed<'_>),
     ) -> Result<Vec<CommandAttributes>, Failure> {
         let method = Method::from_bytes(action.method().as_bytes()).expect("a valid method");
         let accept = "application/x-ndjson, application/json;q=0.9";
@@ -117,12 +129,17 @@ impl Api {
         if let Some(grace) = &grace {
             extra.extend([("graceful", "true"), ("grace", grace.as_str())]);
         }
+        if ask.turns {
+            extra.push(("turns", "true"));
+        }
         let response = self.send(method, "", Some(target), &extra, accept)?;
         if essence(&response) == "application/x-ndjson" {
             return self.stream(response, each);
         }
         let results = attributes(self.document(response)?);
-        results.iter().for_each(&mut each);
+        for result in &results {
+            each(Streamed::Result(result));
+        }
         Ok(results)
     }
 
@@ -258,7 +275,7 @@ impl Api {
     fn stream(
         &self,
         response: Response<Body>,
-        mut each: impl FnMut(&CommandAttributes),
+        mut each: impl FnMut(Streamed<'_>),
     ) -> Result<Vec<CommandAttributes>, Failure> {
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         let mut results = Vec::new();
@@ -270,9 +287,18 @@ impl Api {
             if line.trim().is_empty() {
                 continue;
             }
-            let result = parse_line(&line)
-                .map_err(|e| self.bad_answer(format!("line {} of the stream: {e}", n + 1)))?;
-            each(&result);
+            let result = match parse_line(&line) {
+                Ok(result) => result,
+                // Seldom: tried only once a line is not a result.
+                Err(e) => match serde_json::from_str::<Resource<TurnAttributes>>(&line) {
+                    Ok(turn) if turn.kind == "turns" => {
+                        each(Streamed::Turn(&turn.attributes));
+                        continue;
+                    }
+                    _ => return Err(self.bad_answer(format!("line {} of the stream: {e}", n + 1))),
+                },
+            };
+            each(Streamed::Result(&result));
             results.push(result);
         }
         Ok(results)

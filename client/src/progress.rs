@@ -33,6 +33,18 @@ impl Progress {
         Progress(Some(bar))
     }
 
+    /// Whether a bar is drawn (stderr is a terminal).
+    pub fn is_shown(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Replaces the bar's message.
+    pub fn note(&self, message: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message.to_string());
+        }
+    }
+
     /// One more node done.
     pub fn inc(&self) {
         if let Some(bar) = &self.0 {

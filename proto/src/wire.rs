@@ -309,6 +309,31 @@ impl Resource<PlanAttributes> {
     }
 }
 
+/// Attributes of a `turns` resource: a node of a staged power-on
+/// (`power_on_rate`) waiting for its turn. Sent first in an NDJSON answer
+/// that asked with `turns=true`; the node's result follows as usual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TurnAttributes {
+    /// The action waiting (`power_on`).
+    pub action: Action,
+    /// The node.
+    pub node_name: String,
+    /// How long until its driver may start, in milliseconds.
+    pub starts_in_ms: u64,
+}
+
+impl Resource<TurnAttributes> {
+    /// Wrap a waiting node as a `turns` resource.
+    pub fn turn(attributes: TurnAttributes) -> Self {
+        Resource {
+            kind: "turns".into(),
+            id: attributes.node_name.clone(),
+            attributes,
+        }
+    }
+}
+
 /// Attributes of a `nodes` resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAttributes {

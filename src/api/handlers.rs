@@ -8,11 +8,12 @@ use super::select::{self, flag, select, SelectError, Selection};
 use super::App;
 use crate::auth::{AuthError, Grant};
 use crate::engine;
+use crate::engine::Waiting;
 use crate::follow_up::{self, Asked};
 use crate::load::Loaded;
 use power_proto::hostlist;
 use power_proto::wire::{
-    Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource,
+    Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource, TurnAttributes,
 };
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -146,6 +147,7 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
         dry_run,
         force,
         asked,
+        turns,
     } = match admit(&app, &request) {
         Ok(admitted) => admitted,
         Err((subject, error)) => {
@@ -198,13 +200,23 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
             return error.into_response();
         }
     }
-    let results = start(&app, loaded, record, run, refused, asked);
+    let (results, waiting) = start(&app, loaded, record, run, refused, asked);
     let streaming = request
         .accept
         .as_deref()
         .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with(NDJSON)));
     if streaming {
-        let mut response = warp::reply::stream(Lines(results)).into_response();
+        // Asked for (`turns=true`), the nodes waiting their turn come first.
+        let first = if turns {
+            turn_lines(action, &waiting)
+        } else {
+            Vec::new()
+        };
+        let lines = Lines {
+            first: (!first.is_empty()).then_some(first),
+            results,
+        };
+        let mut response = warp::reply::stream(lines).into_response();
         response
             .headers_mut()
             .insert(CONTENT_TYPE, NDJSON.parse().expect("a valid header value"));
@@ -254,6 +266,9 @@ struct Admitted {
     dry_run: bool,
     force: bool,
     asked: Asked,
+    /// `turns=true`: an NDJSON answer lists the nodes of a staged power-on
+    /// waiting for their turn first.
+    turns: bool,
 }
 
 /// A request refused: its token's subject, if known, and why.
@@ -285,6 +300,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
     let force = flag(&request.query, &["force"]).map_err(bad)?;
     let wait = select::wait(&request.query).map_err(bad)?;
     let grace = select::graceful(&request.query).map_err(bad)?;
+    let turns = flag(&request.query, &["turns"]).map_err(bad)?;
     if grace.is_some() && action != Action::PowerOff {
         return Err((
             subject,
@@ -312,6 +328,7 @@ fn admit(app: &App, request: &PowerRequest) -> Result<Admitted, Refusal> {
         dry_run,
         force,
         asked: Asked { wait, grace },
+        turns,
     })
 }
 
@@ -334,11 +351,11 @@ fn start(
     nodes: Vec<String>,
     refused: Vec<CommandAttributes>,
     asked: Asked,
-) -> mpsc::UnboundedReceiver<CommandAttributes> {
+) -> (mpsc::UnboundedReceiver<CommandAttributes>, Vec<Waiting>) {
     // Set when the client has gone: a status's runs not yet started are
     // then not run (an action's always are).
     let (gone, abandoned) = tokio::sync::watch::channel(false);
-    let mut from_engine = follow_up::run(
+    let (mut from_engine, waiting) = follow_up::run(
         &app.engine,
         loaded,
         record.action,
@@ -393,14 +410,35 @@ fn start(
         );
         drop(tx);
     });
-    rx
+    (rx, waiting)
+}
+
+/// The `turns` lines of the nodes waiting for their turn, soonest first.
+fn turn_lines(action: Action, waiting: &[Waiting]) -> Vec<u8> {
+    let now = tokio::time::Instant::now();
+    let mut lines = Vec::new();
+    for w in waiting {
+        let starts_in = w.starts.saturating_duration_since(now);
+        let turn = TurnAttributes {
+            action,
+            node_name: w.node.clone(),
+            starts_in_ms: u64::try_from(starts_in.as_millis()).unwrap_or(u64::MAX),
+        };
+        serde_json::to_writer(&mut lines, &Resource::turn(turn)).expect("a turn serialises");
+        lines.push(b'\n');
+    }
+    lines
 }
 
 /// Results as NDJSON: one `commands` resource per line, as each arrives.
 /// The results already waiting go out together, as one chunk of the body:
 /// a batch driver's answers come in bursts, and a chunk each cost the
 /// server and the client more than the JSON.
-struct Lines(mpsc::UnboundedReceiver<CommandAttributes>);
+struct Lines {
+    /// Lines to send before any result.
+    first: Option<Vec<u8>>,
+    results: mpsc::UnboundedReceiver<CommandAttributes>,
+}
 
 /// Waiting results joined into one chunk, up to about this many bytes.
 const LINES_CHUNK: usize = 64 * 1024;
@@ -409,9 +447,12 @@ impl futures_util::Stream for Lines {
     type Item = Result<Vec<u8>, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
         let mut chunk = Vec::new();
         while chunk.len() < LINES_CHUNK {
-            match self.0.poll_recv(cx) {
+            match self.results.poll_recv(cx) {
                 Poll::Ready(Some(result)) => {
                     serde_json::to_writer(&mut chunk, &Resource::command(result))
                         .expect("a result serialises");

@@ -431,7 +431,8 @@ async fn prepare(
     let workers = Workers::start().map_err(ServeError::Runtime)?;
     let engine = Engine::new(settings.concurrency, environment)
         .on(workers.handle())
-        .in_dir(settings.working_dir.clone());
+        .in_dir(settings.working_dir.clone())
+        .paced(settings.power_on_rate);
     adopt_orphans(&engine);
     let app = Arc::new(App {
         state,

@@ -180,6 +180,7 @@ mod tests {
             status_off_exit_code: 111,
             timeout: Duration::from_secs(5),
             confirm: None,
+            power_on_rate: None,
             concurrency: None,
             serialize_by: None,
             batch: None,

@@ -118,6 +118,7 @@ impl Joined {
                 status_off_exit_code: def.status_off_exit_code,
                 timeout: def.timeout,
                 confirm: def.confirm,
+                power_on_rate: def.power_on_rate,
                 concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
                 batch: def.batch,

@@ -128,6 +128,9 @@ pub struct Platform {
     /// How long the server confirms an on, off or restart by polling
     /// status when a request does not say (`?wait=`); `None`: it does not.
     pub confirm: Option<Duration>,
+    /// At most so many of its nodes switched on per period, evenly spaced
+    /// (`power_on_rate`); other actions are not paced.
+    pub power_on_rate: Option<crate::pace::Rate>,
     /// Most runs at once for this platform.
     pub concurrency: Option<usize>,
     /// A variable naming a shared controller; runs sharing its value never overlap.

@@ -107,6 +107,8 @@ pub struct PlatformDef {
     pub timeout: Duration,
     /// How long to confirm an action's state by default (`confirm`).
     pub confirm: Option<Duration>,
+    /// At most so many nodes switched on per period (`power_on_rate`).
+    pub power_on_rate: Option<crate::pace::Rate>,
     /// Most runs of this platform at once (`None`: only the global bound).
     pub concurrency: Option<usize>,
     /// A variable whose value names a shared controller: runs sharing it

@@ -22,6 +22,7 @@ struct PlatformKeys {
     status_off_exit_code: Option<i32>,
     timeout: Option<Duration>,
     confirm: Option<Duration>,
+    power_on_rate: Option<crate::pace::Rate>,
     concurrency: Option<usize>,
     serialize_by: Option<At<String>>,
     batch: bool,
@@ -73,6 +74,7 @@ impl Parser<'_> {
                 .unwrap_or(DEFAULT_STATUS_OFF_EXIT_CODE),
             timeout: keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
             confirm: keys.confirm,
+            power_on_rate: keys.power_on_rate,
             concurrency: keys.concurrency,
             serialize_by: keys.serialize_by,
             batch,
@@ -107,6 +109,7 @@ impl Parser<'_> {
                 "status_off_exit_code" => keys.status_off_exit_code = self.typed(v, &what, exit_code),
                 "timeout" => keys.timeout = self.typed(v, &what, parse_duration),
                 "confirm" => keys.confirm = self.typed(v, &what, parse_duration),
+                "power_on_rate" => keys.power_on_rate = self.typed(v, &what, crate::pace::Rate::parse),
                 "concurrency" => keys.concurrency = self.typed(v, &what, at_least_one),
                 "serialize_by" => keys.serialize_by = self.scalar(v, &what).map(|s| self.at(s)),
                 "batch" => keys.batch = self.typed(v, &what, boolean).unwrap_or(false),
@@ -117,8 +120,8 @@ impl Parser<'_> {
                     k.span(),
                     format!(
                         "{label}: unknown key {other:?} (expected variables, prelude, power_on, power_off, \
-                         restart, status, shutdown, driver, status_off_exit_code, timeout, confirm, concurrency, \
-                         serialize_by, batch, batch_max, persistent or processes)"
+                         restart, status, shutdown, driver, status_off_exit_code, timeout, confirm, power_on_rate, \
+                         concurrency, serialize_by, batch, batch_max, persistent or processes)"
                     ),
                 ),
             }

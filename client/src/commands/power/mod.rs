@@ -18,7 +18,7 @@ pub use report::{render, Report, ReportNode};
 
 use crate::cli::{ActionArgs, OffArgs, Targets};
 use crate::exit::{Exit, Failure};
-use crate::http::{Api, Ask, Target};
+use crate::http::{Api, Ask, Streamed, Target};
 use crate::output::{self, Format};
 use crate::progress::Progress;
 use power_proto::hostlist;
@@ -191,8 +191,19 @@ fn run(
         force: flags.force,
         wait: wait.filter(|_| goal.is_some()),
         grace: flags.grace,
+        // Only a bar shows them.
+        turns: action == Action::PowerOn && progress.is_shown(),
     };
-    let mut results = api.power(action, &target, ask, |_| progress.inc())?;
+    let mut waiting = 0;
+    let mut results = api.power(action, &target, ask, |streamed| match streamed {
+        Streamed::Result(_) => progress.inc(),
+        Streamed::Turn(_) => {
+            waiting += 1;
+            progress.note(&format!(
+                "{action}: {waiting} waiting their turn (power_on_rate)"
+            ));
+        }
+    })?;
     progress.finish();
     sort(&mut results, asked.as_deref());
     let mut outcomes: Vec<Outcome> = results
