@@ -9,7 +9,10 @@
 //! action, the batch one one per chunk and action, the harness reads many
 //! instances' states in one.
 
-use super::{first_on_path, node_entry, power_rows, start_server, static_nodes, Row};
+use super::{
+    api_results, assert_class, first_on_path, node_entry, power_rows, start_server, static_nodes,
+    Row,
+};
 use crate::support::moto::{Moto, REGION};
 use crate::support::{daemon, Server};
 use std::ffi::OsString;
@@ -65,6 +68,7 @@ both_platforms!(
     aws_unknown_instance_and_dead_endpoint_fail_saying_why,
     aws_silent_endpoint_times_out,
     aws_bad_credentials_are_refused,
+    aws_failures_are_classed,
 );
 
 /// A node on the variant's platform: `(name, instance id, extra
@@ -293,6 +297,58 @@ fn aws_bad_credentials_are_refused(variant: Variant) {
     assert!(!status.success());
     assert_failed(&rows, false, "AuthFailure");
     assert_eq!(moto.state(&ids[0]), "running");
+}
+
+/// Failures carry their class: keys the endpoint refuses are `auth`
+/// (`AuthFailure`), tried once, one CLI call (the server never retries
+/// them); an endpoint that refuses connections is `unreachable`.
+fn aws_failures_are_classed(variant: Variant) {
+    let mut moto = Moto::start();
+    let ids = moto.run_instances(1);
+    moto.enable_auth();
+    std::fs::write(
+        moto.credentials_file(),
+        "[bad]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n\
+         aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    )
+    .unwrap();
+    let dead = format!("http://127.0.0.1:{}", daemon::closed_port());
+    let bad = [
+        ("aws_profile", "bad"),
+        ("aws_endpoint_url", moto.url.as_str()),
+    ];
+    let nodes = [
+        node(variant, "bad", &ids[0], &bad),
+        node(variant, "dead", &ids[0], &[("aws_endpoint_url", &dead)]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = counting_aws(dir.path());
+    let mut env = moto.server_env();
+    // One attempt per CLI call: the refused endpoint fails at once.
+    env.push(("AWS_MAX_ATTEMPTS".into(), "1".into()));
+    env.push(("PATH".into(), path.into()));
+    let server = server(variant, &nodes, env);
+    let token = server.token(&["--role", "operator"]);
+
+    let start = Instant::now();
+    let r = api_results(&server, &token, "DELETE", "bad");
+    assert_class(&r, "bad", "auth", &["AuthFailure"]);
+    assert_eq!(calls_since(&log), ["stop-instances"], "auth is tried once");
+    assert!(start.elapsed() < Duration::from_secs(10), "no backoff");
+    assert_eq!(moto.state(&ids[0]), "running");
+
+    let r = api_results(&server, &token, "GET", "bad,dead");
+    assert_class(&r, "bad", "auth", &["AuthFailure"]);
+    assert_class(
+        &r,
+        "dead",
+        "unreachable",
+        &["Could not connect to the endpoint URL"],
+    );
+    if variant == Variant::PerNode {
+        assert_eq!(r["bad"]["exit-code"], 77);
+        assert_eq!(r["dead"]["exit-code"], 68);
+    }
 }
 
 /// A `PATH` whose `aws` logs each call's operation (`describe-instances`,

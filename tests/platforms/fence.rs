@@ -11,8 +11,8 @@
 //! polled with a deadline.
 
 use super::{
-    all_fail_within, assert_error_has, first_on_path, node_entry, q, results, start_with_operator,
-    static_nodes, wait_status,
+    all_fail_within, api_results, assert_class, assert_error_has, calls, counting_wrapper,
+    first_on_path, node_entry, q, results, start_with_operator, static_nodes, wait_status,
 };
 use crate::support::daemon::{free_port, spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
@@ -400,6 +400,53 @@ fn fence_redfish_failures_say_why() {
         assert_hidden(&server, &token, all_nodes, wrong, &all);
         assert_hidden(&server, &token, all_nodes, &sushy.password, &all);
     }
+    assert_eq!(sushy.power_state(uuid), "On", "nothing was switched");
+}
+
+/// Failures carry their class: a wrong password is `auth`, for
+/// fence_ipmilan (an IPMI session refused; the agent run once, as the
+/// server never retries it) and fence_redfish (HTTP 401); a port nobody
+/// listens on is `unreachable`; an untrusted certificate stays `failed`.
+#[test]
+fn fence_failures_are_classed() {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    let sushy = Sushy::start_with(&[("x1", "On")]);
+    let tls = TlsFront::start(&sushy.host);
+    let uuid = &sushy.systems[0].uuid;
+    let wrong = "wrong-password-4711";
+    let dead = free_port();
+    let bin = tempfile::tempdir().unwrap();
+    let (path, agent_calls) = counting_wrapper(bin.path(), "fence_ipmilan");
+    let (server, token) = server(
+        &[],
+        &[
+            ipmi_node("ibad", &bmc.addr, bmc, Some(wrong)),
+            redfish_node("rbad", tls.port, uuid, wrong, &[]),
+            redfish_node("dead", dead, uuid, &sushy.password, &[]),
+            redfish_node(
+                "untrusted",
+                tls.port,
+                uuid,
+                &sushy.password,
+                &[("fence_ssl_insecure", "")],
+            ),
+        ],
+        &[("PATH", &path)],
+    );
+
+    let r = api_results(&server, &token, "PATCH", "ibad");
+    assert_class(&r, "ibad", "auth", &["authentication refused"]);
+    assert_eq!(r["ibad"]["exit-code"], 77);
+    // One driver run: the agent's `-o metadata`, then the action.
+    assert_eq!(calls(&agent_calls), 2, "auth is tried once");
+    assert!(bmc.set_events().is_empty());
+
+    let r = api_results(&server, &token, "GET", "rbad,dead,untrusted");
+    assert_class(&r, "rbad", "auth", &["authentication refused (HTTP 401"]);
+    assert_class(&r, "dead", "unreachable", &["endpoint unreachable"]);
+    assert_eq!(r["dead"]["exit-code"], 68);
+    assert_class(&r, "untrusted", "failed", &["TLS certificate not trusted"]);
     assert_eq!(sushy.power_state(uuid), "On", "nothing was switched");
 }
 

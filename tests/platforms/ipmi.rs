@@ -6,7 +6,10 @@
 //! point at it with `ipmi_host` and ask for cipher suite 3 with
 //! `ipmi_cipher`, as an admin would for BMCs not named `<node>-bmc`.
 
-use super::{node_entry, shipped, start_server, static_nodes};
+use super::{
+    api_results, assert_class, calls, counting_wrapper, node_entry, shipped, start_server,
+    static_nodes,
+};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
@@ -390,6 +393,51 @@ fn ipmi_dead_bmc_fails_quickly_saying_unreachable() {
     assert_eq!(status.code(), Some(1));
     assert_eq!(rows[0][1], "Failed to stop");
     assert!(rows[0][2].contains("unreachable"), "{rows:?}");
+}
+
+/// Failures carry their class: a wrong password is `auth` (exit 77) and
+/// ipmitool runs once for it, as the server never retries credentials; a
+/// BMC that does not answer, or a name that does not resolve, is
+/// `unreachable` (exit 68); a refused cipher suite stays `failed`. The
+/// error message is the one the platform always gave.
+#[test]
+fn ipmi_failures_are_classed() {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    let dead = IpmiSim::dead_addr();
+    let nodes = [
+        node("bad", &bmc.addr, &bmc.user, Some("Wr0ng-pass-4711")),
+        node("dead", &dead, &bmc.user, Some("whatever-pw")),
+        node_with(
+            "c17",
+            &bmc.addr,
+            &bmc.user,
+            Some(&bmc.password),
+            &[("ipmi_cipher", "17")],
+        ),
+    ];
+    let bin = tempfile::tempdir().unwrap();
+    let (path, calls_file) = counting_wrapper(bin.path(), "ipmitool");
+    let server = server(&nodes, &[("PATH", &path)]);
+    let token = server.token(&["--role", "operator"]);
+
+    let start = Instant::now();
+    let r = api_results(&server, &token, "PATCH", "bad");
+    assert_class(&r, "bad", "auth", &["authentication refused", &bmc.addr]);
+    assert_eq!(r["bad"]["exit-code"], 77);
+    assert_eq!(calls(&calls_file), 1, "auth is tried once");
+    assert!(start.elapsed() < Duration::from_secs(3), "no backoff");
+    let r = api_results(&server, &token, "GET", "bad");
+    assert_class(&r, "bad", "auth", &["authentication refused"]);
+    assert_eq!(r["bad"]["state"], "unknown");
+    assert!(sim.bmcs[0].set_events().is_empty());
+
+    let r = api_results(&server, &token, "GET", "dead,c17");
+    assert_class(&r, "dead", "unreachable", &["unreachable", &dead]);
+    assert_eq!(r["dead"]["exit-code"], 68);
+    assert_class(&r, "c17", "failed", &["refused cipher suite 17"]);
+    assert_eq!(r["c17"]["exit-code"], 1);
+    assert_eq!(calls(&calls_file), 4, "each tried once");
 }
 
 /// The shipped commands hand the password to ipmitool in `IPMI_PASSWORD`

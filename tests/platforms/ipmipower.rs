@@ -17,7 +17,7 @@
 //! before it runs the real one (as the same process): the tests count the
 //! ipmipower processes and look for passwords in their arguments.
 
-use super::{node_entry, results, shipped, static_nodes};
+use super::{api_results, assert_class, node_entry, results, shipped, static_nodes};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
@@ -567,6 +567,57 @@ fn wrong_password_is_refused_and_never_shown(mode: Mode) {
             || (!Path::new(&conf).exists() && !dir.exists()).then_some(()),
         );
     }
+}
+
+/// Failures carry their class in the batch answer's word: a wrong
+/// password and an unknown user are `auth`, answered by one run (one
+/// ipmipower call, one-shot: the server never retries credentials); a BMC
+/// that does not answer is `unreachable`; the good BMC beside them
+/// succeeds.
+#[test]
+fn ipmipower_failures_are_classed() {
+    failures_are_classed(Mode::Persistent);
+}
+
+/// The same, one driver run per chunk.
+#[test]
+fn ipmipower_one_shot_failures_are_classed() {
+    failures_are_classed(Mode::OneShot);
+}
+
+fn failures_are_classed(mode: Mode) {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    let dead = IpmiSim::dead_addr();
+    let wrong = "Wr0ng-pass-4711";
+    let timeout = [("ipmi_timeout", "1")];
+    let nodes = [
+        node_for("good", bmc),
+        node("bad", &bmc.addr, &bmc.user, Some(wrong), &[]),
+        node("nouser", &bmc.addr, "nobody", Some(wrong), &[]),
+        node("dead", &dead, &bmc.user, Some(wrong), &timeout),
+    ];
+    let rig = Rig::start_in(mode, &nodes, &[]);
+
+    let start = Instant::now();
+    let r = api_results(&rig.server, &rig.token, "PATCH", "bad");
+    assert_class(&r, "bad", "auth", &["authentication refused", &bmc.addr]);
+    assert!(start.elapsed() < Duration::from_secs(3), "no backoff");
+    if mode == Mode::OneShot {
+        assert_eq!(
+            rig.calls().len(),
+            1,
+            "auth is tried once: {:?}",
+            rig.calls()
+        );
+    }
+    assert!(bmc.set_events().is_empty());
+
+    let r = api_results(&rig.server, &rig.token, "GET", "good,nouser,dead");
+    assert_eq!(r["good"]["success"], true, "{r:?}");
+    assert_eq!(r["good"]["error-class"], Value::Null, "{r:?}");
+    assert_class(&r, "nouser", "auth", &["'nobody'"]);
+    assert_class(&r, "dead", "unreachable", &["unreachable", &dead]);
 }
 
 /// Without `ipmi_password`, the password comes from `IPMI_PASSWORD` in the

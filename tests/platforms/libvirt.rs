@@ -8,7 +8,10 @@
 //! shipped, and with its `batch: true` line taken out, the driver then run
 //! once per node as before. The batch-only tests follow.
 
-use super::{all_fail_within, assert_error_has, first_on_path, q, results, shipped};
+use super::{
+    all_fail_within, api_results, assert_class, assert_error_has, first_on_path, q, results,
+    shipped,
+};
 use crate::support::libvirtd::Libvirtd;
 use crate::support::Server;
 use std::time::Duration;
@@ -44,6 +47,7 @@ both_modes!(
     libvirt_status_on_off_restart_through_power,
     libvirt_graceful_variants,
     libvirt_unknown_domain_and_dead_endpoints_fail_clearly,
+    libvirt_failures_are_classed,
 );
 
 /// The shipped libvirt fragment, as shipped (batch) or with its
@@ -207,6 +211,77 @@ fn libvirt_unknown_domain_and_dead_endpoints_fail_clearly(mode: Mode) {
     }
     // Nothing the failures did touched the real domain.
     assert_eq!(lv.domstate("test"), "running");
+}
+
+/// Failures carry their class: the daemon's socket refusing the server's
+/// user (permission denied: a UNIX socket's credentials are the user) is
+/// `auth`, tried once (one virsh run: the server never retries it); a
+/// socket nobody listens on is `unreachable`; an unknown domain stays
+/// `failed`. The wrapper `virsh` runs the real one as uid 1 when the tests
+/// run as root, for whom a socket's mode means nothing.
+fn libvirt_failures_are_classed(mode: Mode) {
+    use std::os::unix::fs::PermissionsExt;
+    let lv = Libvirtd::start();
+    let real = which::which("virsh").expect("virsh (scripts/install-test-deps)");
+    let bin = tempfile::tempdir().unwrap();
+    let home = bin.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = bin.path().join("virsh-runs.log");
+    let path = first_on_path(
+        bin.path(),
+        "virsh",
+        &format!(
+            "#!/bin/sh
+echo run >>'{log}'
+\
+             if [ \"$(id -u)\" = 0 ]; then
+\
+             \x20 exec setpriv --reuid=1 --regid=1 --clear-groups env HOME='{home}' \\
+\
+             \x20   XDG_CACHE_HOME='{home}' XDG_CONFIG_HOME='{home}' XDG_RUNTIME_DIR='{home}' '{real}' \"$@\"
+\
+             fi
+exec '{real}' \"$@\"
+",
+            log = log.display(),
+            home = home.display(),
+            real = real.display()
+        ),
+    );
+    let dead = lv.dir().join("sock/no-such-socket");
+    let (server, token) = server_with(
+        mode,
+        &format!(
+            "static_nodes:\n\
+         \x20 denied:\n    platform: libvirt\n    libvirt_uri: {}\n    libvirt_domain: test\n\
+         \x20 dead:\n    platform: libvirt\n    libvirt_uri: {}\n    libvirt_domain: test\n",
+            q(&lv.uri),
+            q(&format!("test+unix:///default?socket={}", dead.display())),
+        ),
+        &[("PATH", &path)],
+    );
+    std::fs::set_permissions(&lv.socket, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let r = api_results(&server, &token, "DELETE", "denied");
+    assert_class(
+        &r,
+        "denied",
+        "auth",
+        &["cannot connect to", "access refused", "Permission denied"],
+    );
+    let runs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 1, "auth is tried once");
+    let r = api_results(&server, &token, "GET", "denied,dead");
+    assert_class(&r, "denied", "auth", &["Permission denied"]);
+    assert_class(&r, "dead", "unreachable", &["endpoint unreachable"]);
+    if mode == Mode::PerNode {
+        assert_eq!(r["denied"]["exit-code"], 77);
+        assert_eq!(r["dead"]["exit-code"], 68);
+    }
+
+    std::fs::set_permissions(&lv.socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(lv.domstate("test"), "running", "nothing was done");
 }
 
 /// A `PATH` whose `virsh` logs each run to `dir/virsh-runs.log` and runs

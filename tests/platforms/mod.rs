@@ -233,3 +233,66 @@ pub fn power_rows(server: &Server, token: &str, args: &[&str]) -> (ExitStatus, V
         .collect();
     (status, rows)
 }
+
+/// The API's result attributes, by node, for `method` (`GET` status,
+/// `PATCH` on, `DELETE` off, `PUT` restart) on the hostlist `nodes`: what
+/// carries `error-class`, which the client's `--json` does not.
+pub fn api_results(
+    server: &Server,
+    token: &str,
+    method: &str,
+    nodes: &str,
+) -> BTreeMap<String, Value> {
+    let reply = server.request(method, &format!("/?nodes={nodes}"), Some(token), &[]);
+    assert_eq!(reply.status, 200, "{method} {nodes}: {}", reply.body);
+    reply.json()["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method} {nodes}: no data in {}", reply.body))
+        .iter()
+        .map(|d| {
+            let a = d["attributes"].clone();
+            (a["node-name"].as_str().unwrap_or_default().to_string(), a)
+        })
+        .collect()
+}
+
+/// Assert that `node` failed in [`api_results`] with `class` as its
+/// `error-class`, and an `error` holding each of `parts`.
+pub fn assert_class(r: &BTreeMap<String, Value>, node: &str, class: &str, parts: &[&str]) {
+    let a = &r[node];
+    assert_eq!(a["success"], false, "{node}: {a}");
+    assert_eq!(a["error-class"], class, "{node}: {a}");
+    let error = a["error"].as_str().unwrap_or_default();
+    assert!(
+        parts.iter().all(|part| error.contains(part)),
+        "{node}: error {error:?} should hold {parts:?}"
+    );
+}
+
+/// A wrapper `bin/TOOL` that appends a line to `bin/TOOL.calls` on every
+/// call, then runs the real `tool` found on `PATH`: the `PATH` for a
+/// server that finds it first, and the calls file, to count how often a
+/// driver ran the tool (a class the server never retries runs it once).
+pub fn counting_wrapper(bin: &Path, tool: &str) -> (String, std::path::PathBuf) {
+    let real = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{tool} is not on PATH: run scripts/install-test-deps"));
+    let calls = bin.join(format!("{tool}.calls"));
+    let script = format!(
+        "#!/bin/sh\necho call >> '{}'\nexec '{}' \"$@\"\n",
+        calls.display(),
+        real.display()
+    );
+    (first_on_path(bin, tool, &script), calls)
+}
+
+/// How many lines [`counting_wrapper`]'s calls file has.
+pub fn calls(file: &Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}

@@ -4,8 +4,8 @@
 //! a random 1 to 11 s delay, so state changes are polled with a deadline.
 
 use super::{
-    all_fail_within, assert_error_has, error, first_on_path, q, results, start_with_operator,
-    wait_status,
+    all_fail_within, api_results, assert_class, assert_error_has, calls, counting_wrapper, error,
+    first_on_path, q, results, start_with_operator, wait_status,
 };
 use crate::support::daemon::free_port;
 use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
@@ -310,4 +310,60 @@ fn redfish_unknown_system_fails_clearly() {
     for s in &sushy.systems {
         assert_eq!(sushy.power_state(&s.uuid), "Off");
     }
+}
+
+/// Failures carry their class: a wrong password is `auth` (HTTP 401,
+/// exit 77), tried once (one request: the server never retries it); a
+/// port nothing listens on is `unreachable` (exit 68); a ResetType the BMC
+/// does not implement is `unsupported` (HTTP 501, exit 69); an unknown
+/// system stays `failed`.
+#[test]
+fn redfish_failures_are_classed() {
+    let sushy = Sushy::start_with(&[("c1", "Off")]);
+    let uuid = &sushy.systems[0].uuid;
+    let dead = free_port();
+    let node = |name: &str, host: &str, system: &str, extra: &str| {
+        format!(
+            "\x20 {name}:\n    platform: redfish\n    redfish_host: {}\n\
+             \x20   redfish_system: {}\n    redfish_user: admin\n{extra}",
+            q(host),
+            q(system)
+        )
+    };
+    let bin = tempfile::tempdir().unwrap();
+    let (path, curl_calls) = counting_wrapper(bin.path(), "curl");
+    let (server, token) = server(
+        &format!(
+            "static_nodes:\n{}{}{}{}",
+            node(
+                "bad",
+                &sushy.url,
+                uuid,
+                "    redfish_password: not-the-password-4711\n"
+            ),
+            node("dead", &format!("http://127.0.0.1:{dead}"), "1", ""),
+            node("bogus", &sushy.url, uuid, "    redfish_restart: Bogus\n"),
+            node("ghost", &sushy.url, "no-such-system", ""),
+        ),
+        &[("REDFISH_PASSWORD", &sushy.password), ("PATH", &path)],
+    );
+
+    let r = api_results(&server, &token, "PATCH", "bad");
+    assert_class(
+        &r,
+        "bad",
+        "auth",
+        &["authentication refused by", &sushy.url],
+    );
+    assert_eq!(r["bad"]["exit-code"], 77);
+    assert_eq!(calls(&curl_calls), 1, "auth is tried once");
+    let r = api_results(&server, &token, "GET", "bad,dead,ghost");
+    assert_class(&r, "bad", "auth", &["authentication refused by"]);
+    assert_class(&r, "dead", "unreachable", &["endpoint unreachable"]);
+    assert_eq!(r["dead"]["exit-code"], 68);
+    assert_class(&r, "ghost", "failed", &["no system no-such-system"]);
+    let r = api_results(&server, &token, "PUT", "bogus");
+    assert_class(&r, "bogus", "unsupported", &["HTTP 501"]);
+    assert_eq!(r["bogus"]["exit-code"], 69);
+    assert_eq!(sushy.power_state(uuid), "Off", "nothing was done");
 }
