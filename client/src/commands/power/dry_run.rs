@@ -148,9 +148,9 @@ pub fn note(action: Action, plans: &[PlanAttributes]) -> String {
     let running = plans.iter().filter(|p| p.would_run).count();
     format!(
         "dry run: power {} would run on {} of {} node{}; nothing was run",
-        super::confirm::verb(action),
-        super::confirm::thousands(running),
-        super::confirm::thousands(plans.len()),
+        super::max_nodes::verb(action),
+        super::max_nodes::thousands(running),
+        super::max_nodes::thousands(plans.len()),
         if plans.len() == 1 { "" } else { "s" }
     )
 }

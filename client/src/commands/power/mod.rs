@@ -7,7 +7,7 @@
 //! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
 //! requests.
 
-pub mod confirm;
+pub mod max_nodes;
 mod dry_run;
 mod outcome;
 mod report;
@@ -177,12 +177,12 @@ fn run(
     }
     if action != Action::Status && !flags.yes && options.max_nodes.is_some() {
         let count = count(api, action, &target, asked.as_deref(), flags.force)?;
-        confirm::confirm(confirm::decide(
+        max_nodes::confirm(max_nodes::decide(
             action,
             count,
             options.max_nodes,
             flags.yes,
-            confirm::on_a_terminal(),
+            max_nodes::on_a_terminal(),
         ))?;
     }
     let progress = Progress::start(asked.as_ref().map(Vec::len), action.as_str());
