@@ -59,6 +59,12 @@ pub struct Record {
     /// restart): protected nodes were run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// A graceful off: the grace given (`2m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful: Option<String>,
+    /// Of a graceful off's nodes, those switched off hard.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub forced_off: usize,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
@@ -81,6 +87,8 @@ impl Record {
             query: None,
             protected: 0,
             force: false,
+            graceful: None,
+            forced_off: 0,
         }
     }
 
@@ -119,6 +127,9 @@ pub struct Started {
     /// As [`Record::force`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// As [`Record::graceful`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful: Option<String>,
 }
 
 impl Record {
@@ -131,6 +142,7 @@ impl Record {
             nodes: self.nodes.clone(),
             event: "started",
             force: self.force,
+            graceful: self.graceful.clone(),
         }
     }
 }

@@ -183,6 +183,9 @@ pub async fn power(app: Arc<App>, request: PowerRequest) -> Response {
     }
     let mut record = Record::ran(grant.subject, action, &nodes);
     record.force = force && rails::guarded(action);
+    record.graceful = asked
+        .grace
+        .map(|grace| humantime::format_duration(grace).to_string());
     let (run, refused) = rails::split(
         &loaded.topology,
         &app.protected_groups,
@@ -385,6 +388,7 @@ fn start(
             // And the results already waiting, without a select each.
             let mut next = Some(result);
             while let Some(result) = next {
+                record.forced_off += usize::from(result.fallback == Some(true));
                 if result.success {
                     record.succeeded += 1;
                 } else {
@@ -406,6 +410,7 @@ fn start(
             failed = record.failed,
             protected = record.protected,
             force = record.force,
+            forced_off = record.forced_off,
             "power request"
         );
         drop(tx);

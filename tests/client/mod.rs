@@ -868,12 +868,27 @@ fn graceful_off_falls_back_to_hard_off() {
         "off: b[1-2]\nforced off: b3\n",
         "power: 1 node did not shut down within 1s (or cannot) and were switched off hard: b3\n",
     );
-    assert_eq!(server.sim_state("b3").as_deref(), Some("off"));
+    // A batch sim writes its state files once it has answered: wait for it.
+    crate::support::poll(
+        "b3's state file says off",
+        std::time::Duration::from_secs(10),
+        || (server.sim_state("b3").as_deref() == Some("off")).then_some(()),
+    );
     let log = server.log();
     assert!(
         log.contains("action=shutdown"),
         "the drivers were asked to shut down"
     );
+    // On record: the grace, and how many were switched off hard.
+    let audit = server.audit_lines();
+    let done: Vec<serde_json::Value> = audit
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r.get("event").is_none())
+        .collect();
+    assert_eq!(done[0]["graceful"], "1s", "{audit:?}");
+    assert_eq!(done[0]["forced_off"], 2, "{audit:?}");
+    assert_eq!(done[1]["forced_off"], 1, "{audit:?}");
     let out = power(&["on", "--grace", "1s", "b1"]).run();
     assert_eq!(out.code, 2, "--grace is off's, with --graceful: {out:?}");
 }

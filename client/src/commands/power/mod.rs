@@ -7,8 +7,8 @@
 //! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
 //! requests.
 
-pub mod max_nodes;
 mod dry_run;
+pub mod max_nodes;
 mod outcome;
 mod report;
 mod wait;
