@@ -133,6 +133,20 @@ pub struct Engine {
     pacers: Mutex<HashMap<String, Arc<Pacer>>>,
 }
 
+/// How an engine runs, beyond its bound and environment.
+#[derive(Debug, Default)]
+pub struct EngineOptions {
+    /// Where runs (and what they spawn) go: a runtime of the engine's own
+    /// ([`Workers`]); by default, the one calling [`Engine::run`].
+    pub tasks: Option<tokio::runtime::Handle>,
+    /// Where drivers run (the reference's `scripts_dir`); by default, the
+    /// server's working directory.
+    pub working_dir: Option<PathBuf>,
+    /// The server's `power_on_rate`: at most so many nodes of all
+    /// platforms switched on per period.
+    pub power_on_rate: Option<Rate>,
+}
+
 /// Named async locks, made on first use. Keyed by the topology's shared
 /// names (no copy per lookup) and hashed with foldhash: a chunk takes
 /// hundreds of these.
@@ -242,6 +256,15 @@ impl Engine {
         concurrency: usize,
         environment: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Arc<Self> {
+        Self::with(concurrency, environment, EngineOptions::default())
+    }
+
+    /// [`Engine::new`], with `options`.
+    pub fn with(
+        concurrency: usize,
+        environment: impl IntoIterator<Item = (OsString, OsString)>,
+        options: EngineOptions,
+    ) -> Arc<Self> {
         let inherited = environment
             .into_iter()
             .filter(|(k, _)| !k.to_str().is_some_and(driver::plan::is_server_private))
@@ -254,7 +277,7 @@ impl Engine {
             platforms: Bounds::default(),
             persistent: Mutex::default(),
             lanes: std::thread::available_parallelism().map_or(1, usize::from),
-            power_on_rate: None,
+            power_on_rate: options.power_on_rate,
             pacers: Mutex::default(),
             inherited,
             stop: watch::channel(false).0,
@@ -262,29 +285,13 @@ impl Engine {
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            tasks: None,
+            tasks: options.tasks,
             metrics: Arc::new(Metrics::new()),
-            working_dir: None,
+            working_dir: options.working_dir,
         })
     }
 
-    /// The same engine, running its drivers in `dir` (the reference's
-    /// `scripts_dir`).
-    pub fn in_dir(mut self: Arc<Self>, dir: Option<PathBuf>) -> Arc<Self> {
-        Arc::get_mut(&mut self)
-            .expect("an engine not yet shared")
-            .working_dir = dir;
-        self
-    }
 
-    /// With the server's `power_on_rate`: at most so many nodes of all
-    /// platforms switched on per period.
-    pub fn paced(mut self: Arc<Self>, rate: Option<Rate>) -> Arc<Self> {
-        Arc::get_mut(&mut self)
-            .expect("an engine not yet shared")
-            .power_on_rate = rate;
-        self
-    }
 
     /// When `node` of `platform` may be switched on, reserved in turn:
     /// `None` when nothing paces it.
@@ -315,14 +322,6 @@ impl Engine {
         &self.metrics
     }
 
-    /// The same engine, running its drivers' tasks on `tasks` (see
-    /// [`Workers`]) rather than on the runtime that asks.
-    pub fn on(mut self: Arc<Self>, tasks: tokio::runtime::Handle) -> Arc<Self> {
-        Arc::get_mut(&mut self)
-            .expect("an engine not yet shared")
-            .tasks = Some(tasks);
-        self
-    }
 
     /// Spawn `task` where the engine's work runs.
     pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>

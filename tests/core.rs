@@ -1,7 +1,7 @@
 //! The core through its library: real topology files, real driver
 //! executables, the real engine. Each test says what it protects.
 
-use power_server::engine::Engine;
+use power_server::engine::{Engine, EngineOptions};
 use power_server::load::{LoadSettings, Loaded};
 use power_server::wire::{Action, CommandAttributes, PowerState};
 use std::collections::BTreeMap;
@@ -71,13 +71,23 @@ impl Fixture {
     /// An engine whose drivers inherit only what a test chooses, plus
     /// `FIXTURE_OUT` and `POWER_SIM_DIR` pointing into this fixture.
     pub fn engine(&self, concurrency: usize, extra: &[(&str, &str)]) -> Arc<Engine> {
+        self.engine_with(concurrency, extra, EngineOptions::default())
+    }
+
+    /// [`Fixture::engine`], with `options`.
+    pub fn engine_with(
+        &self,
+        concurrency: usize,
+        extra: &[(&str, &str)],
+        options: EngineOptions,
+    ) -> Arc<Engine> {
         let mut env: Vec<(OsString, OsString)> = vec![
             ("PATH".into(), std::env::var_os("PATH").unwrap()),
             ("FIXTURE_OUT".into(), self.out().into()),
             ("POWER_SIM_DIR".into(), self.dir.path().join("sim").into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
-        Engine::new(concurrency, env)
+        Engine::with(concurrency, env, options)
     }
 
     pub async fn run(
@@ -499,7 +509,11 @@ async fn drivers_run_nicer_than_the_server() {
     // On the engine's own threads (as the server runs it), 10 nicer again.
     let workers = power_server::engine::Workers::start().unwrap();
     let expected = (mine + 20).min(19).to_string();
-    let engine = f.engine(2, &[("EXPECTED", &expected)]).on(workers.handle());
+    let options = EngineOptions {
+        tasks: Some(workers.handle()),
+        ..EngineOptions::default()
+    };
+    let engine = f.engine_with(2, &[("EXPECTED", &expected)], options);
     let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
     assert!(r.success, "{r:?}");
 }

@@ -14,7 +14,7 @@ pub mod select;
 
 use crate::auth::Keys;
 use crate::config::Settings;
-use crate::engine::{Engine, Workers};
+use crate::engine::{Engine, EngineOptions, Workers};
 use crate::secret::Secret;
 use crate::state::State;
 use crate::topology::LoadErrors;
@@ -429,10 +429,15 @@ async fn prepare(
     }
     // Driver runs on threads of their own, nicer than the API's.
     let workers = Workers::start().map_err(ServeError::Runtime)?;
-    let engine = Engine::new(settings.concurrency, environment)
-        .on(workers.handle())
-        .in_dir(settings.working_dir.clone())
-        .paced(settings.power_on_rate);
+    let engine = Engine::with(
+        settings.concurrency,
+        environment,
+        EngineOptions {
+            tasks: Some(workers.handle()),
+            working_dir: settings.working_dir.clone(),
+            power_on_rate: settings.power_on_rate,
+        },
+    );
     adopt_orphans(&engine);
     let app = Arc::new(App {
         state,
