@@ -382,7 +382,10 @@ fn aws_graceful_off_is_a_stop_without_force(variant: Variant) {
     assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
     let calls = calls_since(&log);
     assert_eq!(
-        calls.iter().filter(|c| c.starts_with("stop-instances")).collect::<Vec<_>>(),
+        calls
+            .iter()
+            .filter(|c| c.starts_with("stop-instances"))
+            .collect::<Vec<_>>(),
         match variant {
             Variant::PerNode => vec!["stop-instances", "stop-instances"],
             Variant::Batch => vec!["stop-instances"],

@@ -8,7 +8,7 @@
 //! pin the exact `az` command lines the platform runs.
 
 use super::{
-    assert_graceful, driver_actions, graceful_off, power_rows, start_server, shipped, Row,
+    assert_graceful, driver_actions, graceful_off, power_rows, shipped, start_server, Row,
 };
 use crate::support::{self, Server};
 use std::ffi::OsString;

@@ -139,13 +139,18 @@ fn fence_graceful_off_falls_back_to_the_agents_off_at_once() {
     );
     let start = Instant::now();
     let r = graceful_off(&server, &token, "g1", "1m");
-    assert!(start.elapsed() < Duration::from_secs(30), "the grace was waited out");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the grace was waited out"
+    );
     assert_graceful(&r, "g1", true);
     assert!(!bmc.power());
     assert_eq!(bmc.set_events(), ["set power 0"], "no soft off, a hard one");
     assert_eq!(driver_actions(&server, "g1"), ["shutdown", "power_off"]);
     assert!(
-        server.log().contains("no graceful shutdown through a fence agent"),
+        server
+            .log()
+            .contains("no graceful shutdown through a fence agent"),
         "{}",
         server.log()
     );

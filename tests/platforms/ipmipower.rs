@@ -645,7 +645,11 @@ fn graceful_off_soft_then_hard(mode: Mode) {
     polite.set_power(true);
     polite.honour_soft_off();
     deaf.set_power(true);
-    let rig = Rig::start_in(mode, &[node_for("polite", polite), node_for("deaf", deaf)], &[]);
+    let rig = Rig::start_in(
+        mode,
+        &[node_for("polite", polite), node_for("deaf", deaf)],
+        &[],
+    );
 
     let r = graceful_off(&rig.server, &rig.token, "polite,deaf", "2s");
     assert_graceful(&r, "polite", false);

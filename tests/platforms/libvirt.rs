@@ -208,7 +208,10 @@ fn libvirt_graceful_off_shuts_domains_down(mode: Mode) {
             "the daemon saw no shutdown of {name}: {events}"
         );
     }
-    assert!(!events.contains("Destroyed"), "a domain was destroyed: {events}");
+    assert!(
+        !events.contains("Destroyed"),
+        "a domain was destroyed: {events}"
+    );
     assert!(
         !events.contains("'vm3': Stopped") && !events.contains("'vm3': Started"),
         "vm3 was touched: {events}"

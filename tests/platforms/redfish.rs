@@ -136,7 +136,11 @@ fn redfish_graceful_off_is_a_graceful_shutdown() {
     assert_eq!(reset_posts(&sushy, g2), 0, "{}", sushy.log());
     for node in ["g1", "g2"] {
         let actions = driver_actions(&server, node);
-        assert_eq!(actions.first().map(String::as_str), Some("shutdown"), "{actions:?}");
+        assert_eq!(
+            actions.first().map(String::as_str),
+            Some("shutdown"),
+            "{actions:?}"
+        );
         assert!(!actions.iter().any(|a| a == "power_off"), "{actions:?}");
     }
 }
