@@ -10,8 +10,8 @@
 //! instances' states in one.
 
 use super::{
-    api_results, assert_class, first_on_path, node_entry, power_rows, start_server, static_nodes,
-    Row,
+    api_results, assert_class, assert_graceful, first_on_path, graceful_off, node_entry,
+    power_rows, start_server, static_nodes, Row,
 };
 use crate::support::moto::{Moto, REGION};
 use crate::support::{daemon, Server};
@@ -69,6 +69,7 @@ both_platforms!(
     aws_silent_endpoint_times_out,
     aws_bad_credentials_are_refused,
     aws_failures_are_classed,
+    aws_graceful_off_is_a_stop_without_force,
 );
 
 /// A node on the variant's platform: `(name, instance id, extra
@@ -333,7 +334,11 @@ fn aws_failures_are_classed(variant: Variant) {
     let start = Instant::now();
     let r = api_results(&server, &token, "DELETE", "bad");
     assert_class(&r, "bad", "auth", &["AuthFailure"]);
-    assert_eq!(calls_since(&log), ["stop-instances"], "auth is tried once");
+    assert_eq!(
+        calls_since(&log),
+        ["stop-instances --force"],
+        "auth is tried once"
+    );
     assert!(start.elapsed() < Duration::from_secs(10), "no backoff");
     assert_eq!(moto.state(&ids[0]), "running");
 
@@ -351,8 +356,52 @@ fn aws_failures_are_classed(variant: Variant) {
     }
 }
 
+/// A graceful off is `stop-instances` without `--force` (the `shutdown`
+/// action: EC2 lets the OS shut down); moto stops at once, so the
+/// instances are seen stopped within the grace (no fallback) and no forced
+/// stop follows. A hard off (`power off`) is `stop-instances --force`.
+fn aws_graceful_off_is_a_stop_without_force(variant: Variant) {
+    let moto = Moto::start();
+    let ids = moto.run_instances(3);
+    let endpoint = [("aws_endpoint_url", moto.url.as_str())];
+    let nodes: Vec<String> = (0..3)
+        .map(|i| node(variant, &format!("ec2-{}", i + 1), &ids[i], &endpoint))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = counting_aws(dir.path());
+    let mut env = moto.server_env();
+    env.push(("PATH".into(), path.into()));
+    let server = server(variant, &nodes, env);
+    let token = server.token(&["--role", "operator"]);
+
+    let r = graceful_off(&server, &token, "ec2-[1-2]", "20s");
+    for name in ["ec2-1", "ec2-2"] {
+        assert_graceful(&r, name, false);
+        assert_eq!(r[name]["state"], "off", "{}", r[name]);
+    }
+    assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);
+    let calls = calls_since(&log);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("stop-instances"))
+            .collect::<Vec<_>>(),
+        match variant {
+            Variant::PerNode => vec!["stop-instances", "stop-instances"],
+            Variant::Batch => vec!["stop-instances"],
+        },
+        "a stop without --force, and no forced one: {calls:?}"
+    );
+
+    let (status, rows) = power_rows(&server, &token, &["off", "ec2-3"]);
+    assert!(status.success(), "{rows:?}");
+    assert_eq!(moto.state(&ids[2]), "stopped");
+    assert_eq!(calls_since(&log), ["stop-instances --force"]);
+}
+
 /// A `PATH` whose `aws` logs each call's operation (`describe-instances`,
-/// ...) to `dir/aws-calls.log` and runs the real CLI; the log's path.
+/// ..., with ` --force` when the call has it) to `dir/aws-calls.log` and
+/// runs the real CLI; the log's path.
 fn counting_aws(dir: &std::path::Path) -> (String, std::path::PathBuf) {
     let real = which::which("aws").expect("the aws CLI (scripts/install-test-deps)");
     let bin = dir.join("counting-bin");
@@ -363,7 +412,8 @@ fn counting_aws(dir: &std::path::Path) -> (String, std::path::PathBuf) {
         &bin,
         "aws",
         &format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$2\" >>'{}'\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\nforce=\ncase \" $* \" in *' --force '*) force=' --force' ;; esac\n\
+             printf '%s%s\\n' \"$2\" \"$force\" >>'{}'\nexec '{}' \"$@\"\n",
             log.display(),
             real.display()
         ),
@@ -449,7 +499,7 @@ fn aws_batch_chunk_mixing_known_and_unknown_ids_answers_each() {
     let calls = calls_since(&log);
     assert_eq!(
         calls,
-        ["stop-instances", "stop-instances"],
+        ["stop-instances --force", "stop-instances --force"],
         "one refused, one without the unknown ids"
     );
     assert_eq!(moto.states(&ids), ["stopped", "stopped", "running"]);

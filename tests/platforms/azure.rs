@@ -7,7 +7,9 @@
 //! text, exit codes), keeping each VM's power state in a file. The tests
 //! pin the exact `az` command lines the platform runs.
 
-use super::{power_rows, start_server, Row};
+use super::{
+    assert_graceful, driver_actions, graceful_off, power_rows, shipped, start_server, Row,
+};
 use crate::support::{self, Server};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -192,6 +194,31 @@ fn azure_actions_run_the_reference_commands_and_status_maps_states() {
             format!("az vm stop --resource-group {RG} --name vm5 --subscription research"),
         ]
     );
+}
+
+/// The platform has no `shutdown` (`az vm stop` is already Azure's own
+/// stop, which asks the guest first): a graceful off is `unsupported` at
+/// once (no az call) and goes straight to `az vm stop`, a fallback.
+#[test]
+fn azure_graceful_off_goes_straight_to_az_vm_stop() {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&shipped("10-azure.yaml")).unwrap();
+    assert!(
+        yaml["platforms"]["azure"]["shutdown"].is_null(),
+        "the azure platform has no shutdown command"
+    );
+    let azure = Azure::new(&[(RG, "vm1", "running")], true);
+    let server = azure.server(&format!(
+        "  vm1:\n    platform: azure\n    resource_group: {RG}\n"
+    ));
+    let token = server.token(&["--role", "operator"]);
+    let r = graceful_off(&server, &token, "vm1", "1m");
+    assert_graceful(&r, "vm1", true);
+    assert_eq!(azure.state(RG, "vm1"), "stopped");
+    assert_eq!(
+        azure.take_calls(),
+        [format!("az vm stop --resource-group {RG} --name vm1")]
+    );
+    assert_eq!(driver_actions(&server, "vm1"), ["shutdown", "power_off"]);
 }
 
 /// A VM or resource group Azure does not know fails with the CLI's own

@@ -11,8 +11,9 @@
 //! polled with a deadline.
 
 use super::{
-    all_fail_within, api_results, assert_class, assert_error_has, calls, counting_wrapper,
-    first_on_path, node_entry, q, results, start_with_operator, static_nodes, wait_status,
+    all_fail_within, api_results, assert_class, assert_error_has, assert_graceful, calls,
+    counting_wrapper, driver_actions, first_on_path, graceful_off, node_entry, q, results,
+    start_with_operator, static_nodes, wait_status,
 };
 use crate::support::daemon::{free_port, spawn_group, start_on_free_port, stop_group, STOP_GRACE};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
@@ -118,6 +119,41 @@ fn fence_ipmilan_status_on_off_restart_through_power() {
     assert_eq!(r["f2"]["state"], "off", "{r:?}");
     assert_hidden(&server, &token, "f1,f2", &b1.password, &all);
     assert_hidden(&server, &token, "f1,f2", &b2.password, &all);
+}
+
+/// Fence agents cannot ask an OS to shut down: `shutdown` is
+/// `unsupported` (exit 69, no agent run), so a graceful off switches the
+/// node off hard at once through the agent (fallback), without waiting out
+/// the grace; the BMC never sees a soft off, even one whose machine would
+/// honour it.
+#[test]
+fn fence_graceful_off_falls_back_to_the_agents_off_at_once() {
+    let sim = IpmiSim::start(1);
+    let bmc = &sim.bmcs[0];
+    bmc.set_power(true);
+    bmc.honour_soft_off();
+    let (server, token) = server(
+        &[],
+        &[ipmi_node("g1", &bmc.addr, bmc, Some(&bmc.password))],
+        &[],
+    );
+    let start = Instant::now();
+    let r = graceful_off(&server, &token, "g1", "1m");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "the grace was waited out"
+    );
+    assert_graceful(&r, "g1", true);
+    assert!(!bmc.power());
+    assert_eq!(bmc.set_events(), ["set power 0"], "no soft off, a hard one");
+    assert_eq!(driver_actions(&server, "g1"), ["shutdown", "power_off"]);
+    assert!(
+        server
+            .log()
+            .contains("no graceful shutdown through a fence agent"),
+        "{}",
+        server.log()
+    );
 }
 
 /// fence_ipmilan with a wrong password fails at once, saying the BMC

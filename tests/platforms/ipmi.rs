@@ -7,8 +7,8 @@
 //! `ipmi_cipher`, as an admin would for BMCs not named `<node>-bmc`.
 
 use super::{
-    api_results, assert_class, calls, counting_wrapper, node_entry, shipped, start_server,
-    static_nodes,
+    api_results, assert_class, assert_graceful, calls, counting_wrapper, graceful_off, node_entry,
+    shipped, start_server, static_nodes,
 };
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
@@ -476,6 +476,7 @@ fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
         ("power_off", "off"),
         ("restart", "reset"),
         ("status", "status"),
+        ("shutdown", "soft"),
     ] {
         let command = platform[action].as_str().expect(action);
         assert!(
@@ -487,6 +488,44 @@ fn ipmi_shipped_commands_keep_the_password_off_the_command_line() {
             "{action} calls ipmitool itself: {command}"
         );
     }
+}
+
+/// A graceful off sends each BMC an ACPI soft off (`chassis power soft`,
+/// ipmi_sim's `set shutdown 1`) first: a machine whose OS honours it
+/// powers off and is seen off within the grace (no fallback); one that
+/// ignores it (ipmi_sim's default) is switched off hard after the grace
+/// (`set power 0`, fallback). A node already off gets the soft off too,
+/// and stays off.
+#[test]
+fn ipmi_graceful_off_soft_off_then_hard_off() {
+    let sim = IpmiSim::start(3);
+    let [polite, deaf, off] = [&sim.bmcs[0], &sim.bmcs[1], &sim.bmcs[2]];
+    polite.set_power(true);
+    polite.honour_soft_off();
+    deaf.set_power(true);
+    let nodes = [
+        node_for("polite", polite),
+        node_for("deaf", deaf),
+        node_for("off", off),
+    ];
+    let server = server(&nodes, &[]);
+    let token = server.token(&["--role", "operator"]);
+
+    let start = Instant::now();
+    let r = graceful_off(&server, &token, "polite,deaf,off", "2s");
+    assert!(start.elapsed() >= Duration::from_secs(2), "the grace");
+    assert_graceful(&r, "polite", false);
+    assert_eq!(r["polite"]["state"], "off", "{}", r["polite"]);
+    assert_graceful(&r, "deaf", true);
+    assert_graceful(&r, "off", false);
+    assert_eq!(powers(&sim), [false, false, false]);
+    assert_eq!(polite.set_events(), ["set shutdown 1"], "soft off only");
+    assert_eq!(
+        deaf.set_events(),
+        ["set shutdown 1", "set power 0"],
+        "soft off first, then the hard off"
+    );
+    assert_eq!(off.set_events(), ["set shutdown 1"]);
 }
 
 /// Every file under `dir`, recursively.

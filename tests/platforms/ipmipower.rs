@@ -17,7 +17,10 @@
 //! before it runs the real one (as the same process): the tests count the
 //! ipmipower processes and look for passwords in their arguments.
 
-use super::{api_results, assert_class, node_entry, results, shipped, static_nodes};
+use super::{
+    api_results, assert_class, assert_graceful, graceful_off, node_entry, results, shipped,
+    static_nodes,
+};
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
 use serde_json::Value;
@@ -618,6 +621,52 @@ fn failures_are_classed(mode: Mode) {
     assert_eq!(r["good"]["error-class"], Value::Null, "{r:?}");
     assert_class(&r, "nouser", "auth", &["'nobody'"]);
     assert_class(&r, "dead", "unreachable", &["unreachable", &dead]);
+}
+
+/// A graceful off sends each BMC an ACPI soft off first (`soft` on a
+/// running ipmipower's stdin): a machine whose OS honours it is seen off
+/// within the grace (no fallback); one that ignores it (ipmi_sim's
+/// default) gets a hard off after the grace (fallback).
+#[test]
+fn ipmipower_graceful_off_soft_off_then_hard_off() {
+    graceful_off_soft_then_hard(Mode::Persistent);
+}
+
+/// The same, one driver run per chunk: `ipmipower --soft`, then `--off`
+/// for the node still on.
+#[test]
+fn ipmipower_one_shot_graceful_off_soft_off_then_hard_off() {
+    graceful_off_soft_then_hard(Mode::OneShot);
+}
+
+fn graceful_off_soft_then_hard(mode: Mode) {
+    let sim = IpmiSim::start(2);
+    let [polite, deaf] = [&sim.bmcs[0], &sim.bmcs[1]];
+    polite.set_power(true);
+    polite.honour_soft_off();
+    deaf.set_power(true);
+    let rig = Rig::start_in(
+        mode,
+        &[node_for("polite", polite), node_for("deaf", deaf)],
+        &[],
+    );
+
+    let r = graceful_off(&rig.server, &rig.token, "polite,deaf", "2s");
+    assert_graceful(&r, "polite", false);
+    assert_eq!(r["polite"]["state"], "off", "{}", r["polite"]);
+    assert_graceful(&r, "deaf", true);
+    assert!(!polite.power() && !deaf.power());
+    assert_eq!(polite.set_events(), ["set shutdown 1"], "soft off only");
+    assert_eq!(
+        deaf.set_events(),
+        ["set shutdown 1", "set power 0"],
+        "soft off first, then the hard off"
+    );
+    if mode == Mode::OneShot {
+        let calls = rig.calls();
+        assert!(calls[0].ends_with("--soft"), "{calls:?}");
+        assert!(calls.last().unwrap().ends_with("--off"), "{calls:?}");
+    }
 }
 
 /// Without `ipmi_password`, the password comes from `IPMI_PASSWORD` in the

@@ -9,8 +9,8 @@
 //! once per node as before. The batch-only tests follow.
 
 use super::{
-    all_fail_within, api_results, assert_class, assert_error_has, first_on_path, q, results,
-    shipped,
+    all_fail_within, api_results, assert_class, assert_error_has, assert_graceful, first_on_path,
+    graceful_off, q, results, shipped,
 };
 use crate::support::libvirtd::Libvirtd;
 use crate::support::Server;
@@ -46,6 +46,7 @@ macro_rules! both_modes {
 both_modes!(
     libvirt_status_on_off_restart_through_power,
     libvirt_graceful_variants,
+    libvirt_graceful_off_shuts_domains_down,
     libvirt_unknown_domain_and_dead_endpoints_fail_clearly,
     libvirt_failures_are_classed,
 );
@@ -166,6 +167,54 @@ fn libvirt_graceful_variants(mode: Mode) {
         lv.events().contains("Stopped Shutdown"),
         "the daemon saw no shutdown: {}",
         lv.events()
+    );
+}
+
+/// A graceful off runs `virsh shutdown` (the `shutdown` action) on each
+/// running domain, whatever `libvirt_power_off` says; the test driver's
+/// guest obeys at once, so the domains are seen off and never destroyed
+/// (no fallback). A domain already shut off is left alone.
+fn libvirt_graceful_off_shuts_domains_down(mode: Mode) {
+    let lv = Libvirtd::start();
+    lv.define("vm2");
+    lv.define("vm3");
+    let (status, _, err) = lv.virsh(&["start", "vm2"]);
+    assert!(status.success(), "virsh start vm2: {err}");
+    let node = |name: &str| {
+        format!(
+            "  {name}:\n    platform: libvirt\n    libvirt_uri: {}\n",
+            q(&lv.uri)
+        )
+    };
+    let (server, token) = server(
+        mode,
+        &format!(
+            "static_nodes:\n{}{}{}",
+            node("test"),
+            node("vm2"),
+            node("vm3")
+        ),
+    );
+    let r = graceful_off(&server, &token, "test,vm[2-3]", "10s");
+    for name in ["test", "vm2", "vm3"] {
+        assert_graceful(&r, name, false);
+        assert_eq!(r[name]["state"], "off", "{}", r[name]);
+        assert_eq!(lv.domstate(name), "shut off");
+    }
+    let events = lv.events();
+    for name in ["test", "vm2"] {
+        assert!(
+            events.contains(&format!("'{name}': Stopped Shutdown")),
+            "the daemon saw no shutdown of {name}: {events}"
+        );
+    }
+    assert!(
+        !events.contains("Destroyed"),
+        "a domain was destroyed: {events}"
+    );
+    assert!(
+        !events.contains("'vm3': Stopped") && !events.contains("'vm3': Started"),
+        "vm3 was touched: {events}"
     );
 }
 

@@ -256,6 +256,56 @@ pub fn api_results(
         .collect()
 }
 
+/// A graceful off through the API, `DELETE /?nodes=NODES&graceful=true
+/// &grace=GRACE`: each node's result attributes by name (`fallback` says
+/// whether it was switched off hard).
+pub fn graceful_off(
+    server: &Server,
+    token: &str,
+    nodes: &str,
+    grace: &str,
+) -> BTreeMap<String, Value> {
+    let path = format!("/?nodes={nodes}&graceful=true&grace={grace}");
+    let reply = server.request("DELETE", &path, Some(token), &[]);
+    assert_eq!(reply.status, 200, "DELETE {path}: {}", reply.body);
+    reply.json()["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("DELETE {path}: no data in {}", reply.body))
+        .iter()
+        .map(|d| {
+            let a = d["attributes"].clone();
+            (a["node-name"].as_str().unwrap_or_default().to_string(), a)
+        })
+        .collect()
+}
+
+/// Assert that a graceful off of `node` in [`graceful_off`] succeeded as
+/// a power off, `fallback` as given: false when the node shut down and was
+/// seen off, true when it was switched off hard.
+pub fn assert_graceful(r: &BTreeMap<String, Value>, node: &str, fallback: bool) {
+    let a = &r[node];
+    assert_eq!(a["success"], true, "{node}: {a}");
+    assert_eq!(a["action"], "power_off", "{node}: {a}");
+    assert_eq!(a["fallback"], fallback, "{node}: {a}");
+}
+
+/// The actions the server ran drivers for on `node`, in order, from its
+/// log's `driver run` lines (per-node platforms only: a batch run's lines
+/// name no node).
+pub fn driver_actions(server: &Server, node: &str) -> Vec<String> {
+    let node_field = format!("node={node} ");
+    server
+        .log()
+        .lines()
+        .filter(|l| l.contains("driver run") && l.contains(&node_field))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("action="))
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// Assert that `node` failed in [`api_results`] with `class` as its
 /// `error-class`, and an `error` holding each of `parts`.
 pub fn assert_class(r: &BTreeMap<String, Value>, node: &str, class: &str, parts: &[&str]) {

@@ -4,8 +4,9 @@
 //! a random 1 to 11 s delay, so state changes are polled with a deadline.
 
 use super::{
-    all_fail_within, api_results, assert_class, assert_error_has, calls, counting_wrapper, error,
-    first_on_path, q, results, start_with_operator, wait_status,
+    all_fail_within, api_results, assert_class, assert_error_has, assert_graceful, calls,
+    counting_wrapper, driver_actions, error, first_on_path, graceful_off, q, results,
+    start_with_operator, wait_status,
 };
 use crate::support::daemon::free_port;
 use crate::support::sushy::{Sushy, REDFISH_DEADLINE};
@@ -104,6 +105,44 @@ fn redfish_reset_type_variables() {
     let (code, r, _) = results(&server, &token, &["off", "g1"]);
     assert_eq!(code, 0, "{r:?}");
     sushy.wait_power_state(uuid, "Off", REDFISH_DEADLINE);
+}
+
+/// A graceful off POSTs `GracefulShutdown` (the `shutdown` action), which
+/// the emulator applies after its delay: the system is seen off within the
+/// grace and never switched off hard (one reset POST, no `power_off` run).
+/// A system already off gets no reset at all.
+#[test]
+fn redfish_graceful_off_is_a_graceful_shutdown() {
+    let sushy = Sushy::start_with(&[("g1", "On"), ("g2", "Off")]);
+    let (g1, g2) = (&sushy.systems[0].uuid, &sushy.systems[1].uuid);
+    let (server, token) = server(
+        &format!(
+            "static_nodes:\n\
+             \x20 g1:\n    platform: redfish\n    redfish_host: {url}\n\
+             \x20   redfish_system: {g1}\n    redfish_user: admin\n\
+             \x20 g2:\n    platform: redfish\n    redfish_host: {url}\n\
+             \x20   redfish_system: {g2}\n    redfish_user: admin\n",
+            url = q(&sushy.url),
+        ),
+        &[("REDFISH_PASSWORD", &sushy.password)],
+    );
+    // The emulator's delay is up to 11 s: a grace well past it.
+    let r = graceful_off(&server, &token, "g1,g2", "40s");
+    assert_graceful(&r, "g1", false);
+    assert_graceful(&r, "g2", false);
+    assert_eq!(r["g1"]["state"], "off", "{}", r["g1"]);
+    assert_eq!(sushy.power_state(g1), "Off");
+    assert_eq!(reset_posts(&sushy, g1), 1, "{}", sushy.log());
+    assert_eq!(reset_posts(&sushy, g2), 0, "{}", sushy.log());
+    for node in ["g1", "g2"] {
+        let actions = driver_actions(&server, node);
+        assert_eq!(
+            actions.first().map(String::as_str),
+            Some("shutdown"),
+            "{actions:?}"
+        );
+        assert!(!actions.iter().any(|a| a == "power_off"), "{actions:?}");
+    }
 }
 
 /// A wrong password: every action fails, saying authentication was

@@ -165,6 +165,15 @@ impl Bmc {
         std::fs::write(&self.state_file, if on { "1\n" } else { "0\n" }).unwrap();
     }
 
+    /// Make the simulated machine's operating system honour an ACPI soft
+    /// off (`chassis power soft`, a `set shutdown 1`) by powering off, as
+    /// a running OS does; without this the soft off is recorded only.
+    pub fn honour_soft_off(&self) {
+        let mut acpi = self.state_file.clone().into_os_string();
+        acpi.push(".acpi");
+        std::fs::write(acpi, "").unwrap();
+    }
+
     /// The chassis control requests so far (`get power`, `set power 1`,
     /// `set reset 1`, `set power 0`, `set shutdown 1`, ...), oldest first.
     pub fn events(&self) -> Vec<String> {
@@ -273,7 +282,8 @@ impl Bmc {
 /// The chassis control program: `chassis-control STATE EVENTS DEVICE get
 /// power` prints `power:0|1`; `... set power 0|1` writes the state; `set
 /// reset|shutdown|boot|identify ...` is recorded only (a reset of a running
-/// machine leaves it on). ipmi_sim reads a `get` answer from stdout and
+/// machine leaves it on), but a shutdown powers off a machine that
+/// [`Bmc::honour_soft_off`]. ipmi_sim reads a `get` answer from stdout and
 /// takes a non-zero exit as failure.
 /// (The script is shared with `bench/`.)
 const CHASSIS_CONTROL: &str = include_str!("../fixtures/ipmi-chassis-control");
