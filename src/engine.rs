@@ -291,8 +291,6 @@ impl Engine {
         })
     }
 
-
-
     /// When `node` of `platform` may be switched on, reserved in turn:
     /// `None` when nothing paces it.
     fn pace(&self, platform: &Platform) -> Option<tokio::time::Instant> {
@@ -321,7 +319,6 @@ impl Engine {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
-
 
     /// Spawn `task` where the engine's work runs.
     pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>

@@ -280,4 +280,10 @@ fn azure_not_logged_in_fails_saying_so() {
     assert!(!status.success());
     assert_eq!(azure.state(RG, "vm1"), "running");
     assert!(azure.dir().join("azure").is_dir());
+    // Classed as auth (exit 77), so the server never retries it.
+    azure.take_calls();
+    let results = super::api_results(&server, &token, "PATCH", "vm1");
+    super::assert_class(&results, "vm1", "auth", &["az login"]);
+    assert_eq!(results["vm1"]["exit-code"], 77);
+    assert_eq!(azure.take_calls().len(), 1, "tried once");
 }
