@@ -159,7 +159,7 @@ impl Sushy {
                     .is_ok_and(|r| r.status().as_u16() == 200)
             },
         );
-        Sushy {
+        let sushy = Sushy {
             url: format!("{scheme}://127.0.0.1:{port}"),
             host: format!("127.0.0.1:{port}"),
             user,
@@ -168,7 +168,15 @@ impl Sushy {
             ca_cert,
             child: Some(child),
             dir,
+        };
+        // One GET per system, one after another, before any test's: the
+        // fake driver writes its state database on a system's first read,
+        // and two first reads at once can meet a locked database (an HTTP
+        // 500) on a busy machine.
+        for system in &sushy.systems {
+            sushy.power_state(&system.uuid);
         }
+        sushy
     }
 
     /// The emulator's log (its stdout and stderr).
