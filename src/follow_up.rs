@@ -12,7 +12,7 @@
 use crate::engine::{Engine, Waiting};
 use crate::load::Loaded;
 use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -360,8 +360,9 @@ pub struct Asked {
 /// follow-up: busy nodes retried, the action confirmed as `asked.wait`
 /// says, and for a graceful off (`asked.grace`, `action` power_off) a
 /// `shutdown` first, then a hard off of the nodes still on after the
-/// grace. Results arrive as each node's is final; the nodes of a staged
-/// power-on waiting for their turn are listed at once.
+/// grace. [`FollowUp::recv`] gives each node's result once it is final;
+/// the nodes of a staged power-on waiting for their turn are listed at
+/// once.
 pub fn run(
     engine: &Arc<Engine>,
     loaded: Arc<Loaded>,
@@ -369,7 +370,7 @@ pub fn run(
     nodes: Vec<String>,
     abandoned: Option<watch::Receiver<bool>>,
     asked: Asked,
-) -> (mpsc::UnboundedReceiver<CommandAttributes>, Vec<Waiting>) {
+) -> (FollowUp, Vec<Waiting>) {
     let grace = asked.grace.filter(|_| action == Action::PowerOff);
     let first_action = if grace.is_some() {
         Action::Shutdown
@@ -378,18 +379,23 @@ pub fn run(
     };
     let (first, waiting) =
         engine.run_with_turns(loaded.clone(), first_action, nodes, abandoned.clone());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let follow = Follow {
+    let (more_tx, more) = mpsc::unbounded_channel();
+    let follow = FollowUp {
+        first: Some(first),
+        more,
+        more_tx,
+        runs: 0,
+        closing: engine.closing(),
+        ready: VecDeque::new(),
+        now: Instant::now(),
         engine: engine.clone(),
         waits: Waits::new(&loaded, action, asked.wait),
         grace: grace.unwrap_or_default(),
         loaded,
         abandoned,
         ledger: Ledger::default(),
-        tx,
     };
-    engine.spawn(follow.run(first));
-    (rx, waiting)
+    (follow, waiting)
 }
 
 /// How long each node's action is confirmed.
@@ -427,62 +433,95 @@ impl Waits {
     }
 }
 
-/// One request's follow-up under way.
-struct Follow {
+/// One request's follow-up under way: its results, each once final.
+/// Driven by whoever reads them ([`FollowUp::recv`]), with no task of its
+/// own: the results of a request with nothing to follow pass through
+/// without a hop.
+pub struct FollowUp {
+    /// The first run's results, until it is over.
+    first: Option<mpsc::UnboundedReceiver<CommandAttributes>>,
+    /// Results of the retries and polls: `None` when one run is over.
+    more: mpsc::UnboundedReceiver<(Source, Option<CommandAttributes>)>,
+    more_tx: mpsc::UnboundedSender<(Source, Option<CommandAttributes>)>,
+    /// Retries and polls under way.
+    runs: usize,
+    closing: watch::Receiver<bool>,
+    /// Final results not yet given.
+    ready: VecDeque<CommandAttributes>,
+    /// The time results are taken at: read once each time [`Self::recv`]
+    /// wakes, not once per result (the clock showed in profiles), so a
+    /// burst of results shares it.
+    now: Instant,
     engine: Arc<Engine>,
     loaded: Arc<Loaded>,
     abandoned: Option<watch::Receiver<bool>>,
     waits: Waits,
     grace: Duration,
     ledger: Ledger,
-    tx: mpsc::UnboundedSender<CommandAttributes>,
 }
 
-impl Follow {
-    async fn run(mut self, mut first: mpsc::UnboundedReceiver<CommandAttributes>) {
-        // Results of the retries and polls: `None` when one run is over.
-        let (more_tx, mut more) = mpsc::unbounded_channel::<(Source, Option<CommandAttributes>)>();
-        let mut first_open = true;
-        let mut runs = 0usize;
-        let mut closing = self.engine.closing();
+impl FollowUp {
+    /// The next node's final result; `None` once every node has had its.
+    /// Cancel-safe: it holds nothing across its one await.
+    pub async fn recv(&mut self) -> Option<CommandAttributes> {
+        /// What woke the wait.
+        enum Woke {
+            First(Option<CommandAttributes>),
+            More(Source, Option<CommandAttributes>),
+            Other,
+        }
         loop {
+            if let Some(result) = self.try_recv() {
+                return Some(result);
+            }
+            if self.first.is_none() && self.runs == 0 && self.ledger.is_done() {
+                return None;
+            }
             let due = self.ledger.next_due();
-            tokio::select! {
-                result = first.recv(), if first_open => match result {
-                    Some(result) => {
-                        self.take(Source::Action, result);
-                        // And the results already waiting, without a select each.
-                        while let Ok(result) = first.try_recv() {
-                            self.take(Source::Action, result);
-                        }
-                    }
-                    None => first_open = false,
-                },
-                Some((source, result)) = more.recv(), if runs > 0 => match result {
-                    Some(result) => self.take(source, result),
-                    None => runs -= 1,
-                },
+            let first_open = self.first.is_some();
+            let held = !self.ledger.is_done();
+            let mut closing = self.closing.clone();
+            let woke = tokio::select! {
+                result = recv_some(&mut self.first), if first_open => Woke::First(result),
+                Some((source, result)) = self.more.recv(), if self.runs > 0 => {
+                    Woke::More(source, result)
+                }
                 // No retry or poll can start once shutdown has begun.
-                Ok(_) = closing.wait_for(|closing| *closing), if !self.ledger.is_done() => {
-                    for result in self.ledger.give_up("the server is shutting down") {
-                        let _ = self.tx.send(result);
-                    }
+                Ok(_) = closing.wait_for(|closing| *closing), if held => {
+                    let given_up = self.ledger.give_up("the server is shutting down");
+                    self.ready.extend(given_up);
+                    Woke::Other
                 }
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     for due in self.ledger.due(Instant::now()) {
-                        runs += 1;
-                        self.spawn_run(due, more_tx.clone());
+                        self.runs += 1;
+                        self.spawn_run(due);
                     }
+                    Woke::Other
                 }
-            }
-            if !first_open && runs == 0 && self.ledger.is_done() {
-                break;
+            };
+            self.now = Instant::now();
+            match woke {
+                Woke::First(Some(result)) => self.take(Source::Action, result),
+                Woke::First(None) => self.first = None,
+                Woke::More(source, Some(result)) => self.take(source, result),
+                Woke::More(_, None) => self.runs -= 1,
+                Woke::Other => {}
             }
         }
     }
 
+    /// A final result already to hand, without waiting.
+    pub fn try_recv(&mut self) -> Option<CommandAttributes> {
+        while self.ready.is_empty() {
+            let result = self.first.as_mut()?.try_recv().ok()?;
+            self.take(Source::Action, result);
+        }
+        self.ready.pop_front()
+    }
+
     fn take(&mut self, source: Source, result: CommandAttributes) {
-        let now = Instant::now();
+        let now = self.now;
         let done = match source {
             Source::Action if result.action == Action::Shutdown => {
                 self.ledger.answered(result, self.grace, now)
@@ -493,23 +532,31 @@ impl Follow {
             }
             Source::Poll => self.ledger.polled(&result, now),
         };
-        if let Some(result) = done {
-            let _ = self.tx.send(result);
-        }
+        self.ready.extend(done);
     }
 
-    fn spawn_run(&self, due: Due, tx: mpsc::UnboundedSender<(Source, Option<CommandAttributes>)>) {
+    fn spawn_run(&self, due: Due) {
         let abandoned = self.abandoned.clone();
         let mut rx = self
             .engine
             .run_until(self.loaded.clone(), due.action, due.nodes, abandoned);
-        let source = due.source;
+        let (source, tx) = (due.source, self.more_tx.clone());
         self.engine.spawn(async move {
             while let Some(result) = rx.recv().await {
                 let _ = tx.send((source, Some(result)));
             }
             let _ = tx.send((source, None));
         });
+    }
+}
+
+/// The next of `rx`'s results (`None` when it is over); never, without one.
+async fn recv_some(
+    rx: &mut Option<mpsc::UnboundedReceiver<CommandAttributes>>,
+) -> Option<CommandAttributes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -72,9 +72,9 @@ async fn follow_asked(
 ) -> BTreeMap<String, CommandAttributes> {
     let engine = f.engine(8, &[]);
     let nodes = nodes.iter().map(ToString::to_string).collect();
-    let (mut rx, _) = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, asked);
+    let (mut follow, _) = follow_up::run(&engine, f.loaded.clone(), action, nodes, None, asked);
     let mut results = BTreeMap::new();
-    while let Some(result) = rx.recv().await {
+    while let Some(result) = follow.recv().await {
         let previous = results.insert(result.node_name.clone(), result);
         assert!(previous.is_none(), "one result per node");
     }

@@ -396,7 +396,7 @@ fn start(
                     record.missing += usize::from(result.missing);
                 }
                 let _ = tx.send(result);
-                next = from_engine.try_recv().ok();
+                next = from_engine.try_recv();
             }
         }
         if let Some(audit) = &app.audit {
