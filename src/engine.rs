@@ -419,57 +419,43 @@ impl Engine {
             } else {
                 None
             };
-            if let Some(start) = paced {
-                if start > tokio::time::Instant::now() {
-                    waiting.push(Waiting {
-                        node: name.clone(),
-                        starts: start,
-                    });
-                }
-                // A chunk of one: its nodes' turns are one interval apart.
-                let mut turn = shares.turn(platform, &node.platform);
-                turn.start_at = Some(start);
-                let counted = InFlight::count(self.clone(), 1);
-                let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
-                let lane = match lanes {
-                    1 => 0,
-                    lanes => persistent::lane(&node.name, lanes),
-                };
-                let batch = platform.batch.is_some();
-                self.spawn(async move {
-                    let _counted = counted;
-                    if batch {
-                        engine
-                            .run_chunk(&loaded, action, vec![position], lane, turn, tx)
-                            .await;
-                    } else {
-                        let result = engine.run_one(&loaded, action, &name, turn).await;
-                        let _ = tx.send(result);
-                    }
+            if let Some(start) = paced.filter(|s| *s > tokio::time::Instant::now()) {
+                waiting.push(Waiting {
+                    node: name.clone(),
+                    starts: start,
                 });
-                continue;
             }
-            if platform.batch.is_some() {
+            let lane = match lanes {
+                1 => 0,
+                lanes => persistent::lane(&node.name, lanes),
+            };
+            let batch = platform.batch.is_some();
+            if batch && paced.is_none() {
                 // Counted per chunk below.
                 let controller = controller_key(platform, node);
-                let lane = match lanes {
-                    1 => 0,
-                    lanes => persistent::lane(&node.name, lanes),
-                };
                 batches
                     .entry((node.platform.clone(), controller, lane))
                     .or_default()
                     .push(position);
                 continue;
             }
+            // A run of its own: a per-node platform's, or a paced node's (a
+            // chunk of one, so its nodes' turns stay one interval apart).
             let counted = InFlight::count(self.clone(), 1);
-            let turn = shares.turn(platform, &node.platform);
+            let mut turn = shares.turn(platform, &node.platform);
+            turn.start_at = paced;
             let (engine, loaded, tx) = (self.clone(), loaded.clone(), tx.clone());
             self.spawn(async move {
                 // Counted until dropped, even if the run panics.
                 let _counted = counted;
-                let result = engine.run_one(&loaded, action, &name, turn).await;
-                let _ = tx.send(result);
+                if batch {
+                    engine
+                        .run_chunk(&loaded, action, vec![position], lane, turn, tx)
+                        .await;
+                } else {
+                    let result = engine.run_one(&loaded, action, &name, turn).await;
+                    let _ = tx.send(result);
+                }
             });
         }
         self.spawn_chunks(&loaded, action, batches, &mut shares, &tx);

@@ -85,22 +85,20 @@ pub fn wait(pairs: &[(String, String)]) -> Result<Wait, SelectError> {
 /// [`DEFAULT_GRACE`]); `None` for a plain off.
 pub fn graceful(pairs: &[(String, String)]) -> Result<Option<Duration>, SelectError> {
     let grace = duration(pairs, "grace")?;
-    if !flag(pairs, &["graceful"])? {
-        return match grace {
-            Some(_) => Err(SelectError::BadWait {
-                param: "grace",
-                value: pairs
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == "grace")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default(),
-                why: "grace is the time a graceful off gives: add graceful=true".into(),
-            }),
-            None => Ok(None),
-        };
+    match (flag(pairs, &["graceful"])?, last(pairs, "grace")) {
+        (true, _) => Ok(Some(grace.unwrap_or(DEFAULT_GRACE))),
+        (false, None) => Ok(None),
+        (false, Some(given)) => Err(SelectError::BadWait {
+            param: "grace",
+            value: given.clone(),
+            why: "grace is the time a graceful off gives: add graceful=true".into(),
+        }),
     }
-    Ok(Some(grace.unwrap_or(DEFAULT_GRACE)))
+}
+
+/// The last value given for `key`.
+fn last<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a String> {
+    pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// The duration parameter `param` (the last one given), at most
@@ -109,7 +107,7 @@ fn duration(
     pairs: &[(String, String)],
     param: &'static str,
 ) -> Result<Option<Duration>, SelectError> {
-    let Some((_, given)) = pairs.iter().rev().find(|(k, _)| k == param) else {
+    let Some(given) = last(pairs, param) else {
         return Ok(None);
     };
     let bad = |why: &str| SelectError::BadWait {
