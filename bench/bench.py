@@ -573,16 +573,19 @@ class Bench:
                   lambda: server.api(query))
         cpu1 = proc_cpu(server.proc.pid)
         n = self.runs + 1
-        runs = server.batch_runs()[before:]
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         for _ in range(n):
             server.power(*client_args)
         kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # The runs of both loops (2n requests), read after them: a chunk's
+        # line is logged when its driver exits, which may be just after its
+        # request's answer, so the last request's may still be missing.
+        runs = server.batch_runs()[before:]
         client_cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime) / n
         log(f"    CPU per request: server {(cpu1[0] - cpu0[0]) / n * 1e3:.1f} ms, its drivers "
             f"{(cpu1[1] - cpu0[1]) / n * 1e3:.1f} ms, the client {client_cpu * 1e3:.1f} ms")
         if runs:
-            log(f"    batch driver runs: {len(runs) // n} chunks a request, each "
+            log(f"    batch driver runs: {round(len(runs) / (2 * n))} chunks a request, each "
                 f"{min(runs) * 1e3:.0f}-{max(runs) * 1e3:.0f} ms (median "
                 f"{statistics.median(runs) * 1e3:.0f} ms)")
 
