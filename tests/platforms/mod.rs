@@ -243,11 +243,16 @@ pub fn api_results(
     method: &str,
     nodes: &str,
 ) -> BTreeMap<String, Value> {
-    let reply = server.request(method, &format!("/?nodes={nodes}"), Some(token), &[]);
-    assert_eq!(reply.status, 200, "{method} {nodes}: {}", reply.body);
+    results_at(server, token, method, &format!("/?nodes={nodes}"))
+}
+
+/// Each node's result attributes by name, from `method path`.
+fn results_at(server: &Server, token: &str, method: &str, path: &str) -> BTreeMap<String, Value> {
+    let reply = server.request(method, path, Some(token), &[]);
+    assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
     reply.json()["data"]
         .as_array()
-        .unwrap_or_else(|| panic!("{method} {nodes}: no data in {}", reply.body))
+        .unwrap_or_else(|| panic!("{method} {path}: no data in {}", reply.body))
         .iter()
         .map(|d| {
             let a = d["attributes"].clone();
@@ -266,17 +271,7 @@ pub fn graceful_off(
     grace: &str,
 ) -> BTreeMap<String, Value> {
     let path = format!("/?nodes={nodes}&graceful=true&grace={grace}");
-    let reply = server.request("DELETE", &path, Some(token), &[]);
-    assert_eq!(reply.status, 200, "DELETE {path}: {}", reply.body);
-    reply.json()["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("DELETE {path}: no data in {}", reply.body))
-        .iter()
-        .map(|d| {
-            let a = d["attributes"].clone();
-            (a["node-name"].as_str().unwrap_or_default().to_string(), a)
-        })
-        .collect()
+    results_at(server, token, "DELETE", &path)
 }
 
 /// Assert that a graceful off of `node` in [`graceful_off`] succeeded as

@@ -221,14 +221,11 @@ fn run(
         .filter(|r| r.fallback == Some(true))
         .map(|r| r.node_name.as_str())
         .collect();
-    if let (Some(grace), false) = (flags.grace, forced.is_empty()) {
-        let nodes = if forced.len() == 1 { "node" } else { "nodes" };
-        output::warn(&format!(
-            "{} {nodes} did not shut down within {} (or cannot) and were switched off hard: {}",
-            forced.len(),
-            humantime::format_duration(grace),
-            hostlist::compress(&forced)
-        ));
+    if let Some(grace) = flags.grace {
+        let grace = humantime::format_duration(grace);
+        let what =
+            format!("did not shut down within {grace} (or cannot) and were switched off hard");
+        warn_nodes(&forced, &what);
     }
     if let (Some(limit), Some(goal)) = (wait, goal) {
         // A server that does not confirm (an older one, or the reference)
@@ -255,15 +252,8 @@ fn run(
             .filter(|o| o.state.is_some_and(|s| s != goal))
             .map(|o| o.name.as_str())
             .collect();
-        if !late.is_empty() {
-            let nodes = if late.len() == 1 { "node" } else { "nodes" };
-            output::warn(&format!(
-                "{} {nodes} did not reach {goal} within {}: {}",
-                late.len(),
-                humantime::format_duration(limit),
-                hostlist::compress(&late)
-            ));
-        }
+        let limit = humantime::format_duration(limit);
+        warn_nodes(&late, &format!("did not reach {goal} within {limit}"));
     }
     output::write_stdout(&render(
         action,
@@ -277,6 +267,19 @@ fn run(
     } else {
         Exit::NodesFailed
     })
+}
+
+/// Says on stderr that `nodes` (if any) `what`: `2 nodes did not ...: n[1-2]`.
+fn warn_nodes(nodes: &[&str], what: &str) {
+    if nodes.is_empty() {
+        return;
+    }
+    let noun = if nodes.len() == 1 { "node" } else { "nodes" };
+    output::warn(&format!(
+        "{} {noun} {what}: {}",
+        nodes.len(),
+        hostlist::compress(nodes)
+    ));
 }
 
 /// Results to build tests on, shared by the tests of the submodules.
