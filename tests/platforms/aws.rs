@@ -74,6 +74,16 @@ both_platforms!(
 
 /// A node on the variant's platform: `(name, instance id, extra
 /// variables)`.
+/// Three running instances on `moto`, and their nodes `ec2-1`..`ec2-3`.
+fn three_instances(variant: Variant, moto: &Moto) -> (Vec<String>, Vec<String>) {
+    let ids = moto.run_instances(3);
+    let endpoint = [("aws_endpoint_url", moto.url.as_str())];
+    let nodes = (0..3)
+        .map(|i| node(variant, &format!("ec2-{}", i + 1), &ids[i], &endpoint))
+        .collect();
+    (ids, nodes)
+}
+
 fn node(variant: Variant, name: &str, ec2_id: &str, extra: &[(&str, &str)]) -> String {
     let mut vars = vec![("ec2_id", ec2_id), ("region", REGION)];
     vars.extend_from_slice(extra);
@@ -107,11 +117,7 @@ fn assert_failed(rows: &[Row], status: bool, expected: &str) {
 /// the client, and moto's own view follows each action.
 fn aws_instances_are_reported_stopped_started_and_rebooted(variant: Variant) {
     let moto = Moto::start();
-    let ids = moto.run_instances(3);
-    let endpoint = [("aws_endpoint_url", moto.url.as_str())];
-    let nodes: Vec<String> = (0..3)
-        .map(|i| node(variant, &format!("ec2-{}", i + 1), &ids[i], &endpoint))
-        .collect();
+    let (ids, nodes) = three_instances(variant, &moto);
     let server = server(variant, &nodes, moto.server_env());
     let token = server.token(&["--role", "operator"]);
 
@@ -362,11 +368,7 @@ fn aws_failures_are_classed(variant: Variant) {
 /// stop follows. A hard off (`power off`) is `stop-instances --force`.
 fn aws_graceful_off_is_a_stop_without_force(variant: Variant) {
     let moto = Moto::start();
-    let ids = moto.run_instances(3);
-    let endpoint = [("aws_endpoint_url", moto.url.as_str())];
-    let nodes: Vec<String> = (0..3)
-        .map(|i| node(variant, &format!("ec2-{}", i + 1), &ids[i], &endpoint))
-        .collect();
+    let (ids, nodes) = three_instances(variant, &moto);
     let dir = tempfile::tempdir().unwrap();
     let (path, log) = counting_aws(dir.path());
     let mut env = moto.server_env();
