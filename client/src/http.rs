@@ -7,6 +7,7 @@
 //! `application/json`, as the reference server does.
 
 use crate::exit::Failure;
+use power_proto::result_line;
 use power_proto::wire::{
     Action, CommandAttributes, Document, ErrorDocument, GroupAttributes, NodeAttributes,
     PlanAttributes, Resource, TurnAttributes,
@@ -82,7 +83,8 @@ impl Api {
             .max_idle_connections_per_host(0)
             .user_agent(concat!("power/", env!("CARGO_PKG_VERSION")))
             // 16 KiB, not ureq's 128: a large answer then costs a few more
-            // reads, not 28 more pages to fault in, which cost more.
+            // reads, not 28 more pages to fault in, which cost more. The
+            // output buffer is sized per request, in `send`.
             .input_buffer_size(16 * 1024)
             .build()
             .into();
@@ -201,9 +203,15 @@ impl Api {
         extra: &[(&str, &str)],
         accept: &str,
     ) -> Result<Response<Body>, Failure> {
+        let url = self.url(path, target, extra);
+        // ureq's buffer for the request head is 128 KiB unless told, and
+        // zeroed: most of a small command's page faults. A head is the
+        // URL, the token and a few short headers.
+        let head = url.len() + self.token.as_ref().map_or(0, String::len) + 1024;
+        let output_buffer = head.next_power_of_two().max(4096);
         let mut request = Request::builder()
             .method(method)
-            .uri(self.url(path, target, extra))
+            .uri(url)
             .header("Accept", accept);
         if let Some(token) = &self.token {
             request = request.header("Authorization", format!("Bearer {token}"));
@@ -217,9 +225,9 @@ impl Api {
         // No body, said plainly: for PATCH and PUT, ureq would otherwise
         // send an empty chunked one, which a server may close on unread.
         let sent = if matches!(request.method_ref(), Some(&Method::PATCH | &Method::PUT)) {
-            self.agent.run(request.body(&[][..]).map_err(unusable)?)
+            self.run(request.body(&[][..]).map_err(unusable)?, output_buffer)
         } else {
-            self.agent.run(request.body(()).map_err(unusable)?)
+            self.run(request.body(()).map_err(unusable)?, output_buffer)
         };
         let mut response = sent.map_err(|e| self.transport_failure(e))?;
         let status = response.status();
@@ -242,6 +250,21 @@ impl Api {
                 None => status.to_string(),
             }),
         })
+    }
+
+    /// Runs `request` with an output buffer (the request head's) of
+    /// `output_buffer` bytes.
+    fn run<S: ureq::AsSendBody>(
+        &self,
+        request: Request<S>,
+        output_buffer: usize,
+    ) -> Result<Response<Body>, ureq::Error> {
+        let request = self
+            .agent
+            .configure_request(request)
+            .output_buffer_size(output_buffer)
+            .build();
+        self.agent.run(request)
     }
 
     /// Reads a JSON:API document of resources.
@@ -277,25 +300,33 @@ impl Api {
         response: Response<Body>,
         mut each: impl FnMut(Streamed<'_>),
     ) -> Result<Vec<CommandAttributes>, Failure> {
-        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut reader = std::io::BufReader::new(response.into_body().into_reader());
         let mut results = Vec::new();
-        for (n, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| Failure::Unreachable {
-                url: self.base_url.clone(),
-                reason: format!("connection lost mid-answer: {}", crate::describe_io(&e)),
-            })?;
-            if line.trim().is_empty() {
+        // One buffer for every line: a line is parsed where it was read.
+        let mut line = Vec::new();
+        for n in 1.. {
+            line.clear();
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Failure::Unreachable {
+                    url: self.base_url.clone(),
+                    reason: format!("connection lost mid-answer: {}", crate::describe_io(&e)),
+                })?;
+            if read == 0 {
+                break;
+            }
+            if line.trim_ascii().is_empty() {
                 continue;
             }
             let result = match parse_line(&line) {
                 Ok(result) => result,
                 // Seldom: tried only once a line is not a result.
-                Err(e) => match serde_json::from_str::<Resource<TurnAttributes>>(&line) {
+                Err(e) => match serde_json::from_slice::<Resource<TurnAttributes>>(&line) {
                     Ok(turn) if turn.kind == "turns" => {
                         each(Streamed::Turn(&turn.attributes));
                         continue;
                     }
-                    _ => return Err(self.bad_answer(format!("line {} of the stream: {e}", n + 1))),
+                    _ => return Err(self.bad_answer(format!("line {n} of the stream: {e}"))),
                 },
             };
             each(Streamed::Result(&result));
@@ -348,16 +379,28 @@ fn attributes<A>(document: Document<A>) -> Vec<A> {
     document.data.into_iter().map(|r| r.attributes).collect()
 }
 
-/// One NDJSON line: a `commands` resource, or its bare attributes.
+/// One NDJSON line: a `commands` resource, or its bare attributes. Read
+/// fast when it is in the server's own form (nearly always), else by serde.
 ///
 /// Tried in that order rather than as an untagged enum: serde buffers an
 /// untagged value before choosing, which was most of the client's time on
 /// 10,000-node answers.
-fn parse_line(line: &str) -> Result<CommandAttributes, serde_json::Error> {
-    match serde_json::from_str::<Resource<CommandAttributes>>(line) {
-        Ok(resource) => Ok(resource.attributes),
-        Err(as_resource) => serde_json::from_str(line).map_err(|_| as_resource),
+fn parse_line(line: &[u8]) -> Result<CommandAttributes, serde_json::Error> {
+    if let Some(result) = result_line::read(line) {
+        return Ok(result);
     }
+    match serde_json::from_slice::<Envelope<CommandAttributes>>(line) {
+        Ok(resource) => Ok(resource.attributes),
+        Err(as_resource) => serde_json::from_slice(line).map_err(|_| as_resource),
+    }
+}
+
+/// A resource read for its attributes alone: its `type` and `id` are
+/// skipped, not copied (a `turns` line has other attributes, so it fails
+/// here and is read as a turn).
+#[derive(serde::Deserialize)]
+struct Envelope<A> {
+    attributes: A,
 }
 
 /// The person-readable reason in an error answer: the first error's detail
@@ -422,13 +465,13 @@ mod tests {
     fn parses_stream_lines_either_way() {
         let bare = r#"{"action":"power_on","node-name":"n1","platform":"sim","missing":false,"success":true,"duration-ms":3}"#;
         let wrapped = format!(r#"{{"type":"commands","id":"n1","attributes":{bare}}}"#);
-        let a = parse_line(bare).unwrap();
+        let a = parse_line(bare.as_bytes()).unwrap();
         assert_eq!(
             (a.action, &*a.node_name, a.success),
             (Action::PowerOn, "n1", true)
         );
-        assert_eq!(parse_line(&wrapped).unwrap(), a);
-        assert!(parse_line(r#"{"hello":1}"#).is_err());
+        assert_eq!(parse_line(wrapped.as_bytes()).unwrap(), a);
+        assert!(parse_line(br#"{"hello":1}"#).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! head -1`) is not an error.
 
 use crate::exit::Failure;
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 
 /// The output format chosen by `--json` / `--summary`.
@@ -32,17 +33,18 @@ pub enum Tone {
     Bad,
 }
 
-/// One table row.
+/// One table row, borrowing what it shows where it can: a table has a
+/// row per node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub struct Row<'a> {
     /// First column: the node or group name.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Second column: the word (`On`, `Failed to start`, ...).
-    pub word: String,
+    pub word: Cow<'a, str>,
     /// Its colour.
     pub tone: Tone,
     /// Optional third column: why it failed.
-    pub note: Option<String>,
+    pub note: Option<Cow<'a, str>>,
 }
 
 /// True when stdout is a terminal and `NO_COLOR` is unset or empty.
@@ -53,16 +55,27 @@ pub fn colour_enabled() -> bool {
 
 /// Wraps `text` in the tone's ANSI colour when `colour` is on.
 pub fn paint(text: &str, tone: Tone, colour: bool) -> String {
+    let mut out = String::new();
+    paint_into(&mut out, text, tone, colour);
+    out
+}
+
+/// Appends `text` to `out`, in the tone's ANSI colour when `colour` is on.
+fn paint_into(out: &mut String, text: &str, tone: Tone, colour: bool) {
     let code = match tone {
         Tone::Good => "32",
         Tone::Warn => "33",
         Tone::Bad => "31",
-        Tone::Plain => return text.to_string(),
+        Tone::Plain => "",
     };
-    if colour {
-        format!("\x1b[{code}m{text}\x1b[0m")
+    if colour && !code.is_empty() {
+        out.push_str("\x1b[");
+        out.push_str(code);
+        out.push('m');
+        out.push_str(text);
+        out.push_str("\x1b[0m");
     } else {
-        text.to_string()
+        out.push_str(text);
     }
 }
 
@@ -73,15 +86,18 @@ pub fn table(rows: &[Row], colour: bool) -> String {
     let name_width = name_width.unwrap_or(0);
     let word_width = rows.iter().map(|r| r.word.chars().count()).max();
     let word_width = word_width.unwrap_or(0);
-    let mut out = String::new();
+    let width = name_width + word_width + 4;
+    let mut out = String::with_capacity(rows.len() * (width + 1));
+    let pad = |out: &mut String, text: &str, width: usize| {
+        out.extend(std::iter::repeat_n(' ', width - text.chars().count()));
+    };
     for row in rows {
-        let pad = |text: &str, width: usize| " ".repeat(width - text.chars().count());
         out.push_str(&row.name);
-        out.push_str(&pad(&row.name, name_width));
+        pad(&mut out, &row.name, name_width);
         out.push_str("  ");
-        out.push_str(&paint(&row.word, row.tone, colour));
+        paint_into(&mut out, &row.word, row.tone, colour);
         if let Some(note) = &row.note {
-            out.push_str(&pad(&row.word, word_width));
+            pad(&mut out, &row.word, word_width);
             out.push_str("  ");
             out.push_str(note);
         }
@@ -164,12 +180,12 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 mod tests {
     use super::*;
 
-    fn row(name: &str, word: &str, tone: Tone, note: Option<&str>) -> Row {
+    fn row<'a>(name: &'a str, word: &'a str, tone: Tone, note: Option<&'a str>) -> Row<'a> {
         Row {
             name: name.into(),
             word: word.into(),
             tone,
-            note: note.map(str::to_string),
+            note: note.map(Into::into),
         }
     }
 

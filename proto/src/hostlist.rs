@@ -329,7 +329,6 @@ fn total_count(terms: &[Term]) -> u128 {
 }
 
 fn expand_term(pieces: &[Piece]) -> Vec<String> {
-    use std::fmt::Write;
     // Each name allocated once, at its full length: the literals' length
     // plus the widest number.
     let longest = pieces
@@ -350,12 +349,20 @@ fn expand_term(pieces: &[Piece]) -> Vec<String> {
             // Existing names outermost, so the leftmost group varies slowest.
             Piece::Group(ranges) => {
                 let mut next = Vec::with_capacity(names.len().saturating_mul(group_size(ranges)));
+                // itoa and the zeros by hand: `format!`'s padding was most
+                // of a name's cost.
+                let mut number = itoa::Buffer::new();
                 for name in &names {
                     for r in ranges {
                         for i in r.lo..=r.hi {
+                            let digits = number.format(i);
                             let mut n = String::with_capacity(longest);
                             n.push_str(name);
-                            write!(n, "{i:0width$}", width = r.width).expect("a String takes it");
+                            n.extend(std::iter::repeat_n(
+                                '0',
+                                r.width.saturating_sub(digits.len()),
+                            ));
+                            n.push_str(digits);
                             next.push(n);
                         }
                     }

@@ -6,4 +6,5 @@
 
 pub mod duration;
 pub mod hostlist;
+pub mod result_line;
 pub mod wire;

@@ -11,10 +11,10 @@ use crate::engine;
 use crate::engine::Waiting;
 use crate::follow_up::{self, Asked};
 use crate::load::Loaded;
-use power_proto::hostlist;
 use power_proto::wire::{
     Action, CommandAttributes, Document, GroupAttributes, NodeAttributes, Resource, TurnAttributes,
 };
+use power_proto::{hostlist, result_line};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -455,12 +455,13 @@ impl futures_util::Stream for Lines {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        let mut chunk = Vec::new();
+        // About 170 bytes a result: room for the results waiting now.
+        let waiting = self.results.len() + 1;
+        let mut chunk = Vec::with_capacity((waiting * 192).min(LINES_CHUNK + 4096));
         while chunk.len() < LINES_CHUNK {
             match self.results.poll_recv(cx) {
                 Poll::Ready(Some(result)) => {
-                    serde_json::to_writer(&mut chunk, &Resource::command(result))
-                        .expect("a result serialises");
+                    result_line::write(&mut chunk, &result);
                     chunk.push(b'\n');
                 }
                 // The end, or nothing more yet: send what there is first.

@@ -22,10 +22,10 @@ pub fn run(api: &Api, args: &ListArgs, format: Format) -> Result<Exit, Failure> 
     Ok(Exit::Success)
 }
 
-fn row(name: &str, word: String) -> Row {
+fn row(name: &str, word: String) -> Row<'_> {
     Row {
-        name: name.to_string(),
-        word,
+        name: name.into(),
+        word: word.into(),
         tone: Tone::Plain,
         note: None,
     }
@@ -49,7 +49,7 @@ pub fn render_nodes(nodes: &[NodeAttributes], verbose: bool, format: Format) -> 
                 .map(|n| {
                     let platform = n.platform.as_deref().unwrap_or("-");
                     let mut r = row(&n.name, platform.to_string());
-                    r.note = (!n.groups.is_empty()).then(|| n.groups.join(","));
+                    r.note = (!n.groups.is_empty()).then(|| n.groups.join(",").into());
                     r
                 })
                 .collect();

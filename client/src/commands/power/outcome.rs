@@ -3,6 +3,7 @@
 
 use crate::output::Tone;
 use power_proto::wire::{Action, CommandAttributes, ErrorClass, PowerState};
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What happened to one node, ready to print.
@@ -22,7 +23,7 @@ pub struct Outcome {
     /// What kind of failure, as the server classed it.
     pub class: Option<ErrorClass>,
     /// The reference client's word: `On`, `Starting`, `Failed to stop`, ...
-    pub word: String,
+    pub word: Cow<'static, str>,
     /// The word's colour.
     pub tone: Tone,
     /// Where its outcome comes in a summary: good first, missing last.
@@ -79,7 +80,7 @@ pub fn outcome(result: &CommandAttributes) -> Outcome {
         state: None,
         error: None,
         class: None,
-        word: good.to_string(),
+        word: good.into(),
         tone: Tone::Good,
         rank: Rank::Done,
     };
@@ -128,7 +129,7 @@ pub fn waited(
     ));
     (outcome.word, outcome.tone, outcome.rank) = match seen {
         PowerState::Unknown => ("Unknown".into(), Tone::Bad, Rank::Unknown),
-        state => (format!("Still {state}"), Tone::Warn, Rank::Late),
+        state => (format!("Still {state}").into(), Tone::Warn, Rank::Late),
     };
     outcome
 }
@@ -172,13 +173,13 @@ pub fn graceful(mut outcome: Outcome, result: &CommandAttributes) -> Outcome {
     outcome
 }
 
-fn capitalised(state: PowerState) -> String {
+fn capitalised(state: PowerState) -> Cow<'static, str> {
     match state {
         PowerState::On => "On",
         PowerState::Off => "Off",
         PowerState::Unknown => "Unknown",
     }
-    .to_string()
+    .into()
 }
 
 #[cfg(test)]

@@ -76,12 +76,12 @@ pub fn render(
             let rows: Vec<Row> = outcomes
                 .iter()
                 .map(|o| Row {
-                    name: o.name.clone(),
-                    word: o.word.clone(),
+                    name: o.name.as_str().into(),
+                    word: o.word.as_ref().into(),
                     tone: o.tone,
                     note: match (telling(o.class), &o.error) {
-                        (Some(class), Some(error)) => Some(format!("{class}: {error}")),
-                        (_, error) => error.clone(),
+                        (Some(class), Some(error)) => Some(format!("{class}: {error}").into()),
+                        (_, error) => error.as_deref().map(Into::into),
                     },
                 })
                 .collect();
