@@ -687,6 +687,7 @@ impl Engine {
             counts: [0; 4],
             ledger: batch::Ledger::new(action, &platform.name, names, secrets.clone()),
             tx: Some(tx),
+            pending: Vec::new(),
             platform: &platform.name,
             action,
             ignored: 0,
@@ -732,7 +733,13 @@ impl Engine {
         let (outcome, _) = loop {
             tokio::select! {
                 biased;
-                Some(line) = lines.recv() => answers.line(&line),
+                Some(line) = lines.recv() => {
+                    answers.line(&line);
+                    while let Ok(line) = lines.try_recv() {
+                        answers.line(&line);
+                    }
+                    answers.flush();
+                }
                 done = &mut run => break done,
             }
         };
@@ -740,6 +747,7 @@ impl Engine {
         while let Ok(line) = lines.try_recv() {
             answers.line(&line);
         }
+        answers.flush();
         outcome
     }
 
@@ -851,6 +859,7 @@ impl Engine {
                                     let Ok(line) = process.lines.try_recv() else { break };
                                     answers.line(&line);
                                 }
+                                answers.flush();
                             }
                             None => break Some(gone(process).await),
                         },
@@ -944,6 +953,10 @@ struct Answers<'a> {
     /// there, not when the driver exits (a one-shot `sim` still writes its
     /// state files then, under the nodes' locks, which the run keeps).
     tx: Option<mpsc::UnboundedSender<CommandAttributes>>,
+    /// Results not sent yet: sent together by [`Answers::flush`] once the
+    /// lines waiting are read, so the request wakes once for them, not once
+    /// a line (and sends its client a few large pieces, not many small).
+    pending: Vec<CommandAttributes>,
     platform: &'a str,
     action: Action,
     ignored: usize,
@@ -957,6 +970,7 @@ impl Answers<'_> {
             Ok(result) => {
                 self.deliver(result);
                 if self.ledger.left() == 0 {
+                    self.flush();
                     self.tx = None;
                 }
             }
@@ -970,13 +984,22 @@ impl Answers<'_> {
         }
     }
 
-    /// A node's result logged, counted, and sent on while the request
-    /// still waits for this chunk.
+    /// A node's result logged, counted, and kept to send while the
+    /// request still waits for this chunk.
     fn deliver(&mut self, result: CommandAttributes) {
         log_answer(&result);
         self.counts[metrics::outcome_index(result.success, result.state)] += 1;
+        if self.tx.is_some() {
+            self.pending.push(result);
+        }
+    }
+
+    /// Sends the results kept, one after another with nothing between.
+    fn flush(&mut self) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(result);
+            for result in self.pending.drain(..) {
+                let _ = tx.send(result);
+            }
         }
     }
 
@@ -1001,6 +1024,7 @@ impl Answers<'_> {
         for result in silent {
             self.deliver(result);
         }
+        self.flush();
         for (outcome, count) in metrics::OUTCOMES.iter().zip(self.counts) {
             self.metrics
                 .node_results(self.platform, self.action, outcome, count);
