@@ -9,7 +9,7 @@
 //!
 //! Pure: no I/O.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 /// The usual cap on how many names one expression may expand to.
@@ -199,10 +199,12 @@ where
         let (prefix, suffix) = (group[0].0, group[0].1);
         parts.push(match suffix {
             None => prefix.to_owned(),
-            Some(suffix) => match ranges(group.iter().map(|e| (e.2, e.3)).collect()).as_slice() {
-                [single] if !single.contains('-') => format!("{prefix}{single}{suffix}"),
-                items => format!("{prefix}[{}]{suffix}", items.join(",")),
-            },
+            Some(suffix) => {
+                match ranges(&group.iter().map(|e| (e.2, e.3)).collect::<Vec<_>>()).as_slice() {
+                    [single] if !single.contains('-') => format!("{prefix}{single}{suffix}"),
+                    items => format!("{prefix}[{}]{suffix}", items.join(",")),
+                }
+            }
         });
     }
     parts.join(",")
@@ -349,8 +351,8 @@ fn expand_term(pieces: &[Piece]) -> Vec<String> {
             // Existing names outermost, so the leftmost group varies slowest.
             Piece::Group(ranges) => {
                 let mut next = Vec::with_capacity(names.len().saturating_mul(group_size(ranges)));
-                // itoa and the zeros by hand: `format!`'s padding was most
-                // of a name's cost.
+                // itoa and the zeros by hand (`push_number`): `format!`'s
+                // padding was most of a name's cost.
                 let mut number = itoa::Buffer::new();
                 for name in &names {
                     for r in ranges {
@@ -405,28 +407,83 @@ fn digits(n: u64) -> usize {
 /// the next number *as that range would write it* is in the set, so the
 /// expansion is exactly the numbers consumed (`9,10` -> `9-10`, `09,10` ->
 /// `09-10`, but `1,01,010` stay apart).
-fn ranges(mut numbers: BTreeSet<(u64, usize)>) -> Vec<String> {
+/// `numbers` (value, written width), sorted and without repeats, as
+/// ranges: runs of consecutive values written alike (`8-10` takes `10` at
+/// its natural width). One pass along the sorted numbers per run: runs of
+/// different widths may interleave, so each number taken is marked.
+fn ranges(numbers: &[(u64, usize)]) -> Vec<String> {
+    let mut taken = vec![false; numbers.len()];
     let mut items = Vec::new();
-    while let Some((lo, width)) = numbers.pop_first() {
-        let mut hi = lo;
+    for start in 0..numbers.len() {
+        if taken[start] {
+            continue;
+        }
+        taken[start] = true;
+        let (lo, width) = numbers[start];
+        let (mut hi, mut at) = (lo, start + 1);
         while let Some(next) = hi.checked_add(1) {
-            if !numbers.remove(&(next, width.max(digits(next)))) {
+            let wanted = (next, width.max(digits(next)));
+            while at < numbers.len() && numbers[at] < wanted {
+                at += 1;
+            }
+            if at == numbers.len() || numbers[at] != wanted || taken[at] {
                 break;
             }
+            taken[at] = true;
             hi = next;
         }
-        items.push(if hi == lo {
-            format!("{lo:0width$}")
-        } else {
-            format!("{lo:0width$}-{hi:0width$}")
-        });
+        let mut item = String::new();
+        push_number(&mut item, lo, width);
+        if hi != lo {
+            item.push('-');
+            push_number(&mut item, hi, width);
+        }
+        items.push(item);
     }
     items
+}
+
+/// `value` zero-padded to `width`, appended.
+fn push_number(out: &mut String, value: u64, width: usize) {
+    let mut number = itoa::Buffer::new();
+    let digits = number.format(value);
+    out.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    out.push_str(digits);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `ranges` as it was first written, on a set: take the smallest, then
+    /// its successors while they are there.
+    fn ranges_by_set(numbers: &[(u64, usize)]) -> Vec<String> {
+        let mut set: std::collections::BTreeSet<_> = numbers.iter().copied().collect();
+        let mut items = Vec::new();
+        while let Some((lo, width)) = set.pop_first() {
+            let mut hi = lo;
+            while set.remove(&(hi + 1, width.max(digits(hi + 1)))) {
+                hi += 1;
+            }
+            items.push(if hi == lo {
+                format!("{lo:0width$}")
+            } else {
+                format!("{lo:0width$}-{hi:0width$}")
+            });
+        }
+        items
+    }
+
+    proptest! {
+        /// Runs of mixed widths interleaved: the same ranges as the set walk.
+        #[test]
+        fn ranges_as_a_set_walk_finds_them(mut numbers in prop::collection::vec((0u64..130, 1usize..4), 0..60)) {
+            numbers.sort_unstable();
+            numbers.dedup();
+            prop_assert_eq!(ranges(&numbers), ranges_by_set(&numbers));
+        }
+    }
 
     fn ex(expr: &str) -> Vec<String> {
         expand(expr, DEFAULT_LIMIT).unwrap()
