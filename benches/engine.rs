@@ -39,6 +39,7 @@ fn main() {
     let settings = LoadSettings {
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: vec![topology],
         drivers_dirs: vec![checkout.join("drivers")],
         runtime_dir: Some(tmp.path().join("run")),

@@ -8,24 +8,10 @@ use power_proto::hostlist;
 use std::fmt::Write as _;
 
 /// What `check` found: the report for stdout, or every error. `notes` are
-/// what reading the config noticed (warnings of their own);
-/// `protected_groups` the setting's groups, each of which the topology
-/// should have.
-pub fn check(
-    settings: &LoadSettings,
-    notes: &[String],
-    protected_groups: &[String],
-) -> Result<String, LoadErrors> {
+/// what reading the config noticed (warnings of their own).
+pub fn check(settings: &LoadSettings, notes: &[String]) -> Result<String, LoadErrors> {
     let loaded = Loaded::read(settings)?;
-    let unknown = crate::api::rails::unknown_protected(&loaded.topology, protected_groups);
-    let notes: Vec<Diagnostic> = notes
-        .iter()
-        .cloned()
-        .chain(unknown.into_iter().map(|g| {
-            format!("protected_groups: group {g} is not in the topology: it protects nothing")
-        }))
-        .map(Diagnostic::general)
-        .collect();
+    let notes: Vec<Diagnostic> = notes.iter().cloned().map(Diagnostic::general).collect();
     Ok(report(&loaded, &notes, &missing_tools(&loaded)))
 }
 

@@ -419,8 +419,6 @@ pub struct Settings {
     pub hostlist_limit: usize,
     /// Most connections served at once.
     pub max_connections: usize,
-    /// Groups whose nodes refuse power off and restart without `force`.
-    pub protected_groups: Vec<String>,
     /// At most so many nodes switched on per period, over all platforms.
     pub power_on_rate: Option<Rate>,
 }
@@ -499,6 +497,7 @@ impl Settings {
             bind,
             load: LoadSettings {
                 topology_files: options.topology_config.into_iter().collect(),
+                protected_groups,
                 ..load_settings(
                     options.topology_dirs,
                     options.drivers_dirs,
@@ -531,7 +530,6 @@ impl Settings {
             shutdown_grace,
             hostlist_limit,
             max_connections,
-            protected_groups,
         })
     }
 }
@@ -547,6 +545,7 @@ pub fn load_settings(
     LoadSettings {
         topology_named: topology_dirs.is_some(),
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: topology_dirs
             .unwrap_or_else(|| paths::defaults(&paths::SYSTEM_TOPOLOGY_DIRS, "topology.d")),
         drivers_dirs: drivers_dirs
@@ -763,17 +762,17 @@ concurency: 3
     fn protected_groups_come_from_the_file_or_the_environment() {
         let file = Options::parse("protected_groups: [infra, login]\n", Path::new("c")).unwrap();
         let s = Settings::resolve(file.clone(), &Host::default()).unwrap();
-        assert_eq!(s.protected_groups, ["infra", "login"]);
+        assert_eq!(s.load.protected_groups, ["infra", "login"]);
         let from_env =
             Options::from_env(env(&[("POWER_SERVER_PROTECTED_GROUPS", "storage, ,mgmt")])).unwrap();
         let s = Settings::resolve(from_env.or(file), &Host::default()).unwrap();
         assert_eq!(
-            s.protected_groups,
+            s.load.protected_groups,
             ["storage", "mgmt"],
             "the environment wins"
         );
         let none = Settings::resolve(Options::default(), &Host::default()).unwrap();
-        assert!(none.protected_groups.is_empty());
+        assert!(none.load.protected_groups.is_empty());
         let e = Settings::resolve(
             Options {
                 protected_groups: Some(vec![String::new()]),

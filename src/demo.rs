@@ -32,6 +32,7 @@ pub fn load_settings() -> LoadSettings {
         runtime_dir: None,
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct LoadSettings {
     /// of highest precedence (the reference's `topology_config`); each
     /// must exist.
     pub topology_files: Vec<PathBuf>,
+    /// Groups whose nodes are protected (`protected_groups`): each one the
+    /// topology lacks protects nothing, a warning of every load and reload.
+    pub protected_groups: Vec<String>,
 }
 
 /// Everything one load produced.
@@ -71,6 +74,14 @@ impl Loaded {
                 "the topology has no node: nothing to serve (read {})",
                 list(dirs)
             )));
+        }
+        // A typo, or a group gone, protects nothing: an admin should hear.
+        for group in &settings.protected_groups {
+            if !loaded.topology.groups.contains_key(group.as_str()) {
+                loaded.warnings.push(Diagnostic::general(format!(
+                    "protected_groups: group {group} is not in the topology: it protects nothing"
+                )));
+            }
         }
         let drivers = driver::build(
             &loaded.topology,

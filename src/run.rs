@@ -198,11 +198,7 @@ fn run_demo(args: DemoArgs) -> Result<(), Failure> {
 fn check(args: CheckArgs) -> Result<(), Failure> {
     let (options, _) = layers(args.load.options(), args.config)?;
     let settings = Settings::resolve(options, &config::Host::current())?;
-    write_stdout(&crate::check::check(
-        &settings.load,
-        &settings.warnings,
-        &settings.protected_groups,
-    )?)
+    write_stdout(&crate::check::check(&settings.load, &settings.warnings)?)
 }
 
 fn exit(result: Result<(), Failure>) -> ExitCode {

@@ -268,6 +268,7 @@ fn a_tab_in_a_value_is_refused_at_load_for_batch_platforms_only() {
     let settings = LoadSettings {
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: vec![topology.clone()],
         drivers_dirs: vec![crate::core::checkout().join("tests/fixtures/drivers")],
         runtime_dir: Some(dir.path().join("run")),

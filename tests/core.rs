@@ -41,6 +41,7 @@ impl Fixture {
         let settings = LoadSettings {
             topology_named: true,
             topology_files: Vec::new(),
+            protected_groups: Vec::new(),
             topology_dirs: vec![dir.join("topology.d")],
             drivers_dirs: vec![
                 checkout().join("drivers"),
@@ -602,6 +603,7 @@ async fn missing_nodes_and_vanished_drivers_fail_clearly() {
     let settings = LoadSettings {
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: vec![topology],
         drivers_dirs: vec![drivers.clone()],
         runtime_dir: None,
@@ -677,6 +679,7 @@ async fn reload_swaps_a_valid_topology_and_keeps_the_old_one_when_broken() {
     let settings = LoadSettings {
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: vec![topology.clone()],
         drivers_dirs: vec![],
         runtime_dir: Some(tmp.path().join("run")),
@@ -758,6 +761,7 @@ async fn a_prelude_is_shared_by_every_action() {
     let settings = LoadSettings {
         topology_named: true,
         topology_files: Vec::new(),
+        protected_groups: Vec::new(),
         topology_dirs: vec![tmp.path().to_path_buf()],
         drivers_dirs: vec![],
         runtime_dir: None,

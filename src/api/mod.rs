@@ -422,11 +422,6 @@ async fn prepare(
         })?),
         None => None,
     };
-    for group in rails::unknown_protected(&state.current().topology, &settings.protected_groups) {
-        tracing::warn!(
-            "protected_groups: group {group} is not in the topology: it protects nothing"
-        );
-    }
     // Driver runs on threads of their own, nicer than the API's.
     let workers = Workers::start().map_err(ServeError::Runtime)?;
     let engine = Engine::with(
@@ -446,7 +441,7 @@ async fn prepare(
         audit,
         hostlist_limit: settings.hostlist_limit,
         metrics_public: settings.metrics_public,
-        protected_groups: settings.protected_groups.clone(),
+        protected_groups: settings.load.protected_groups.clone(),
     });
     Ok((app, workers))
 }
@@ -495,6 +490,7 @@ mod tests {
             runtime_dir: Some(dir.join("run")),
             topology_named: true,
             topology_files: Vec::new(),
+            protected_groups: Vec::new(),
         })
         .unwrap();
         let keys = Keys::new(&crate::secret::from_value("in-process-secret"), 100);

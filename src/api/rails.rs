@@ -34,16 +34,6 @@ pub fn protectors<'t>(
     by_node
 }
 
-/// Protected groups that the topology does not have: a typo, or a group
-/// gone, protects nothing, which an admin should hear about.
-pub fn unknown_protected<'a>(topology: &Topology, protected: &'a [String]) -> Vec<&'a str> {
-    protected
-        .iter()
-        .filter(|g| !topology.groups.contains_key(g.as_str()))
-        .map(String::as_str)
-        .collect()
-}
-
 /// Why `node` is not run: it is in `group`, and the request did not say
 /// force. Names the group and the way past it.
 pub fn refusal(action: Action, node: &str, group: &str) -> String {
@@ -175,6 +165,7 @@ mod tests {
             runtime_dir: Some(dir.join("run")),
             topology_named: true,
             topology_files: Vec::new(),
+            protected_groups: vec!["infra".into(), "gone".into()],
         })
         .unwrap()
     }
@@ -225,7 +216,11 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("`power restart --force`"));
-        assert_eq!(unknown_protected(&l.topology, &protected), ["gone"]);
+        let warned: Vec<String> = l.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warned,
+            ["protected_groups: group gone is not in the topology: it protects nothing"]
+        );
     }
 
     #[test]

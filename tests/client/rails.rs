@@ -326,3 +326,26 @@ fn check_warns_of_an_unknown_protected_group() {
     );
     assert!(!stdout.contains("group infra is not"), "{stdout}");
 }
+
+/// A reload warns of a protected group the new topology lacks, as the
+/// start does: the group's nodes are unprotected from then on.
+#[test]
+fn a_reload_warns_of_a_protected_group_gone() {
+    let server = server();
+    let warning = "protected_groups: group infra is not in the topology: it protects nothing";
+    assert!(!server.log().contains(warning), "{}", server.log());
+    std::fs::write(
+        server.dir.path().join("topology.d/sim.yaml"),
+        TOPOLOGY.replace("groups: [infra]", "groups: [logins]"),
+    )
+    .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    crate::support::poll(
+        "the reload and its warning",
+        std::time::Duration::from_secs(30),
+        || {
+            let log = server.log();
+            (log.contains("topology reloaded") && log.contains(warning)).then_some(())
+        },
+    );
+}
