@@ -373,7 +373,11 @@ fn start(
         let _ = tx.send(result);
     }
     let app = app.clone();
-    app.engine.clone().spawn(async move {
+    // On the API's runtime, beside the connection that reads its output:
+    // on the engine's nicer threads, it lost the CPU to that connection
+    // after every result, which then went out one per body chunk (155
+    // bytes each, measured), and the client woke for each.
+    tokio::spawn(async move {
         loop {
             let result = tokio::select! {
                 result = from_engine.recv() => match result {
