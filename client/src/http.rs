@@ -389,18 +389,10 @@ fn parse_line(line: &[u8]) -> Result<CommandAttributes, serde_json::Error> {
     if let Some(result) = result_line::read(line) {
         return Ok(result);
     }
-    match serde_json::from_slice::<Envelope<CommandAttributes>>(line) {
+    match serde_json::from_slice::<Resource<CommandAttributes>>(line) {
         Ok(resource) => Ok(resource.attributes),
         Err(as_resource) => serde_json::from_slice(line).map_err(|_| as_resource),
     }
-}
-
-/// A resource read for its attributes alone: its `type` and `id` are
-/// skipped, not copied (a `turns` line has other attributes, so it fails
-/// here and is read as a turn).
-#[derive(serde::Deserialize)]
-struct Envelope<A> {
-    attributes: A,
 }
 
 /// The person-readable reason in an error answer: the first error's detail
