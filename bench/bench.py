@@ -965,6 +965,16 @@ IPMIPOWER_VARS = ("    ipmi_host: {addr}\n    ipmi_username: admin\n"
 # The tests' chassis_control for ipmi_sim: CONTROL STATE EVENTS DEVICE get
 # power | set power 0|1 ... (events go to /dev/null here).
 CHASSIS_CONTROL = os.path.join(ROOT, "tests", "fixtures", "ipmi-chassis-control")
+EMU_CMDS = os.path.join(ROOT, "tests", "fixtures", "ipmi-sim-emu.cmds")
+with open(os.path.join(ROOT, "tests", "fixtures", "ipmi-sim-lan.conf")) as f:
+    LAN_CONF = f.read()
+
+
+def fill(template, **values):
+    """`template` with each `{key}` replaced (as the tests fill it)."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", str(value))
+    return template
 
 
 def udp_free(addr, port):
@@ -1007,24 +1017,11 @@ def start_bmcs(bench, n):
         state = os.path.join(d, "power")
         with open(state, "w") as f:
             f.write("0\n")
+        # The same files as the tests' BMCs (tests/support/ipmi_sim.rs).
         with open(os.path.join(d, "lan.conf"), "w") as f:
-            f.write(f"""name "bmc{i}"
-set_working_mc 0x20
-  startlan 1
-    addr {addr} 623
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{control} {state} /dev/null 0x20"
-  user 2 true "admin" "{password}" admin 10 md5
-""")
-        with open(os.path.join(d, "emu.cmds"), "w") as f:
-            f.write("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n"
-                    "mc_enable 0x20\n")
+            f.write(fill(LAN_CONF, name=f"bmc{i}", addr=addr, port="623", control=control,
+                         state=state, events="/dev/null", password=password))
+        shutil.copyfile(EMU_CMDS, os.path.join(d, "emu.cmds"))
         proc = bench.procs.spawn(
             "ipmi_sim", ["ipmi_sim", "-n", "-c", "lan.conf", "-f", "emu.cmds", "-s", "persist"],
             cwd=d, stdout=open(os.path.join(d, "log"), "w"), stderr=subprocess.STDOUT)

@@ -288,6 +288,12 @@ impl Bmc {
 /// (The script is shared with `bench/`.)
 const CHASSIS_CONTROL: &str = include_str!("../fixtures/ipmi-chassis-control");
 
+/// A BMC's LAN configuration, its `{...}` to fill in.
+const LAN_CONF: &str = include_str!("../fixtures/ipmi-sim-lan.conf");
+
+/// The commands that make ipmi_sim's emulator a BMC.
+const EMU_CMDS: &str = include_str!("../fixtures/ipmi-sim-emu.cmds");
+
 /// Start one `ipmi_sim` in `root/bmcN` (`bmcN.ATTEMPT` after the first)
 /// on a fresh address, with `password` (else a random one) for its admin.
 fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize, password: Option<&str>) -> Bmc {
@@ -308,33 +314,17 @@ fn start_bmc(root: &Path, control: &Path, i: usize, attempt: usize, password: Op
     let log_file = dir.join("ipmi_sim.log");
     std::fs::write(&state_file, "0\n").unwrap();
     std::fs::write(&events_file, "").unwrap();
-    let lan_conf = format!(
-        r#"name "bmc{i}"
-set_working_mc 0x20
-  startlan 1
-    addr {addr} {IPMI_PORT}
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{control} {state} {events} 0x20"
-  user 2 true "admin" "{password}" admin 10 md5
-"#,
-        control = control.display(),
-        state = state_file.display(),
-        events = events_file.display(),
-    );
+    // The same files as the bench's BMCs (bench/bench.py), filled in.
+    let lan_conf = LAN_CONF
+        .replace("{name}", &format!("bmc{i}"))
+        .replace("{addr}", &addr)
+        .replace("{port}", &IPMI_PORT.to_string())
+        .replace("{control}", &control.display().to_string())
+        .replace("{state}", &state_file.display().to_string())
+        .replace("{events}", &events_file.display().to_string())
+        .replace("{password}", &password);
     std::fs::write(dir.join("lan.conf"), lan_conf).unwrap();
-    std::fs::write(
-        dir.join("emu.cmds"),
-        "mc_setbmc 0x20\n\
-         mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n\
-         mc_enable 0x20\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("emu.cmds"), EMU_CMDS).unwrap();
     let log = std::fs::File::create(&log_file).unwrap();
     let child = spawn_group(
         Command::new("ipmi_sim")
