@@ -489,13 +489,16 @@ async fn a_large_request_leaves_room_for_a_small_one() {
 
 /// Drivers run 10 nicer than the thread that starts them, and the
 /// server's engine threads 10 nicer than its API's, so the API keeps
-/// answering while hundreds of drivers compete for the CPU.
+/// answering while hundreds of drivers compete for the CPU. A persistent
+/// driver runs at the priority of the runtime its chunks run on: in the
+/// server, the API's, since a request waits for every chunk.
 #[tokio::test(flavor = "multi_thread")]
 async fn drivers_run_nicer_than_the_server() {
     let f = Fixture::new(&[(
         "t.yaml",
         "platforms:\n  p:\n    status: 'test \"$(nice)\" -eq \"$EXPECTED\" || { echo \"nice $(nice)\" >&2; exit 1; }'\n\
-         static_nodes:\n  n1: {platform: p}\n",
+         \x20 kept:\n    driver: persistent\n    batch: true\n    persistent: true\n    variables: [mode]\n\
+         static_nodes:\n  n1: {platform: p}\n  k1: {platform: kept, mode: nice}\n",
     )]);
     let mine = std::process::Command::new("nice").output().unwrap();
     let mine: i32 = String::from_utf8_lossy(&mine.stdout)
@@ -517,6 +520,29 @@ async fn drivers_run_nicer_than_the_server() {
     let engine = f.engine_with(2, &[("EXPECTED", &expected)], options);
     let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
     assert!(r.success, "{r:?}");
+    let kept = &f.run(&engine, Action::Status, &["k1"]).await[0];
+    let engine_nice = (mine + 10).min(19).to_string();
+    assert_eq!(
+        kept.error.as_deref(),
+        Some(engine_nice.as_str()),
+        "{kept:?}"
+    );
+
+    // As the server runs it: chunks on the runtime that asks (the API's).
+    let options = EngineOptions {
+        tasks: Some(workers.handle()),
+        chunks: Some(tokio::runtime::Handle::current()),
+        ..EngineOptions::default()
+    };
+    let engine = f.engine_with(2, &[("EXPECTED", &expected)], options);
+    let r = &f.run(&engine, Action::Status, &["n1"]).await[0];
+    assert!(r.success, "{r:?}");
+    let kept = &f.run(&engine, Action::Status, &["k1"]).await[0];
+    assert_eq!(
+        kept.error.as_deref(),
+        Some(mine.to_string().as_str()),
+        "{kept:?}"
+    );
 }
 
 /// A platform's bound belongs to the engine, not to one load: runs on the

@@ -55,7 +55,8 @@ impl Process {
         env: &[(OsString, OsString)],
         dir: Option<&Path>,
     ) -> std::io::Result<Self> {
-        let mut child = spawn::start(program, "serve", env, true, dir).await?;
+        let mut child =
+            spawn::start(program, "serve", env, true, dir, spawn::Priority::Same).await?;
         let pgid = child
             .id()
             .map(|id| Pid::from_raw(id as i32))

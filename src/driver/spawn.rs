@@ -135,6 +135,7 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
         &invocation.env,
         piped,
         dir,
+        Priority::Nicer,
     )
     .await
 }
@@ -144,20 +145,34 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
 /// server's own threads still get the CPU first, so the API answers at once.
 pub const DRIVER_NICE: i32 = 10;
 
+/// At what priority a driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// [`DRIVER_NICE`] nicer than the thread that starts it: a run for one
+    /// node or one chunk, of which a large job starts thousands.
+    Nicer,
+    /// As the thread that starts it: a persistent driver, which answers
+    /// every request's chunks for its nodes (in the server, started where
+    /// chunks run: [`crate::engine::EngineOptions::chunks`]).
+    Same,
+}
+
 /// Start `program ARG` with exactly `env`, in its own process group, stdout
-/// and stderr piped, stdin piped or `/dev/null`, at [`DRIVER_NICE`], in
-/// `dir` (the server's own working directory when `None`).
+/// and stderr piped, stdin piped or `/dev/null`, at `priority`, in `dir`
+/// (the server's own working directory when `None`).
 ///
 /// The fork and exec run on a blocking-pool thread, not on an async
 /// worker: creating a process holds its thread for a while when many
-/// drivers compete for the CPU, and the workers answer requests. That
-/// thread is niced, and the children inherit its niceness.
+/// drivers compete for the CPU, and the workers answer requests. A child
+/// starts at that thread's priority (in the server, the engine's), and is
+/// then made nicer unless `priority` says otherwise.
 pub(super) async fn start(
     program: &Path,
     arg: &str,
     env: &[(OsString, OsString)],
     stdin_piped: bool,
     dir: Option<&Path>,
+    priority: Priority,
 ) -> std::io::Result<Child> {
     let mut attempts = 0;
     loop {
@@ -179,10 +194,12 @@ pub(super) async fn start(
             .process_group(0)
             .kill_on_drop(true);
         let spawned = tokio::task::spawn_blocking(move || {
-            nice_this_thread();
             orphans::tracked(|| {
                 let child = command.spawn()?;
                 let pid = child.id().unwrap_or_default();
+                if priority == Priority::Nicer {
+                    renice_group(pid, DRIVER_NICE);
+                }
                 Ok((child, pid))
             })
         })
@@ -200,24 +217,41 @@ pub(super) async fn start(
     }
 }
 
-/// Make the calling thread (and so every process it starts) [`DRIVER_NICE`]
-/// nicer than it was.
-fn nice_this_thread() {
-    thread_local!(static NICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    if NICED.get() {
+/// Make the process group `pgid`, just started by this thread, `by` nicer
+/// than this thread (at most 19). Done to the group, not the thread that
+/// starts it: the threads that start drivers start persistent ones too,
+/// and a thread once made nicer cannot be made less nice again. A process
+/// the driver forked in the microseconds before is in the group already.
+fn renice_group(pgid: u32, by: i32) {
+    // 0 would name this process's own group.
+    if pgid == 0 {
         return;
     }
-    renice_this_thread(DRIVER_NICE);
-    NICED.set(true);
+    let nice = (this_thread_nice() + by).min(19);
+    // SAFETY: a plain system call on a group of this process's children.
+    unsafe {
+        nix::libc::setpriority(nix::libc::PRIO_PGRP, pgid, nice);
+    }
 }
 
-/// Make the calling thread `by` nicer than it is (at most 19).
-pub(crate) fn renice_this_thread(by: i32) {
-    // SAFETY: plain system calls on the calling thread's own id.
+/// The calling thread's niceness.
+pub(crate) fn this_thread_nice() -> i32 {
+    // SAFETY: a plain system call on the calling thread's own id.
+    unsafe {
+        nix::libc::getpriority(
+            nix::libc::PRIO_PROCESS,
+            nix::libc::gettid() as nix::libc::id_t,
+        )
+    }
+}
+
+/// Make the calling thread exactly `nice` (at most 19). Only ever nicer
+/// than it is: a thread starts with the niceness of the one that made it.
+pub(crate) fn set_this_thread_nice(nice: i32) {
+    // SAFETY: a plain system call on the calling thread's own id.
     unsafe {
         let tid = nix::libc::gettid() as nix::libc::id_t;
-        let now = nix::libc::getpriority(nix::libc::PRIO_PROCESS, tid);
-        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, (now + by).min(19));
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice.min(19));
     }
 }
 
