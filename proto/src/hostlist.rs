@@ -192,7 +192,11 @@ where
             None => (name, None, 0, 0),
         })
         .collect();
-    split.sort_unstable();
+    // Names from an expanded hostlist come sorted: a pass to see it is
+    // cheaper than the sort.
+    if !split.is_sorted() {
+        split.sort_unstable();
+    }
     split.dedup();
     let mut parts: Vec<String> = Vec::new();
     for group in split.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
