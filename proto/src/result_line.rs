@@ -281,18 +281,10 @@ fn special(s: &[u8]) -> Option<usize> {
 
 /// The class a word names; an unknown one is `failed`, as serde reads it.
 fn error_class_of(word: &str) -> ErrorClass {
-    [
-        ErrorClass::Auth,
-        ErrorClass::Unreachable,
-        ErrorClass::Busy,
-        ErrorClass::Unsupported,
-        ErrorClass::Timeout,
-        ErrorClass::Unconfirmed,
-        ErrorClass::Missing,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == word)
-    .unwrap_or(ErrorClass::Failed)
+    ErrorClass::ALL
+        .into_iter()
+        .find(|c| c.as_str() == word)
+        .unwrap_or(ErrorClass::Failed)
 }
 
 #[cfg(test)]

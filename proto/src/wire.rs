@@ -155,6 +155,18 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, `failed` last.
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::Auth,
+        ErrorClass::Unreachable,
+        ErrorClass::Busy,
+        ErrorClass::Unsupported,
+        ErrorClass::Timeout,
+        ErrorClass::Unconfirmed,
+        ErrorClass::Missing,
+        ErrorClass::Failed,
+    ];
+
     /// The name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,16 +10,7 @@ fn action() -> impl Strategy<Value = Action> {
 }
 
 fn class() -> impl Strategy<Value = ErrorClass> {
-    prop::sample::select(vec![
-        ErrorClass::Auth,
-        ErrorClass::Unreachable,
-        ErrorClass::Busy,
-        ErrorClass::Unsupported,
-        ErrorClass::Timeout,
-        ErrorClass::Unconfirmed,
-        ErrorClass::Missing,
-        ErrorClass::Failed,
-    ])
+    prop::sample::select(ErrorClass::ALL.to_vec())
 }
 
 fn state() -> impl Strategy<Value = PowerState> {
