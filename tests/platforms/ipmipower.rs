@@ -948,6 +948,47 @@ fn ipmipower_persistent_wrong_password_group_does_not_break_another_group() {
     assert!(!calls.contains(wrong) && !calls.contains(&a.password));
 }
 
+/// BMCs with different passwords are on different lanes (one ipmipower
+/// each), whose relays answer into the driver's one stdout at the same
+/// moment: every answer still reaches the server whole. (mawk writes each
+/// piece of a `printf` apart; two lanes once mixed "4 off" and "3 on" into
+/// "4 off3" and " on", and the server waited out the driver's timeout.)
+#[test]
+fn ipmipower_persistent_lanes_answering_at_once_never_mix_their_lines() {
+    const BMCS: usize = 6;
+    const ROUNDS: usize = 60;
+    let sim = IpmiSim::start(BMCS);
+    for bmc in sim.bmcs.iter().step_by(2) {
+        bmc.set_power(true);
+    }
+    let nodes: Vec<String> = names(BMCS)
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node_for(name, bmc))
+        .collect();
+    let rig = Rig::start(&nodes, &[]);
+
+    let all = format!("bmc[01-{BMCS:02}]");
+    for round in 0..ROUNDS {
+        let start = Instant::now();
+        let states = rig.states(&all);
+        assert_eq!(states, sim_states(&sim), "round {round}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "round {round} took {:?}",
+            start.elapsed()
+        );
+    }
+    assert_eq!(
+        rig.pids().len(),
+        BMCS,
+        "one lane a password: {:#?}",
+        rig.calls()
+    );
+    let log = rig.server.log();
+    assert!(!log.contains("line ignored"), "{log}");
+}
+
 /// A password ipmipower's interactive parser cannot take as one word (it
 /// has a space) goes, for its group, to a one-shot ipmipower call with a
 /// private config file, removed right after; the other groups use the
