@@ -144,6 +144,8 @@ impl Drop for Bmc {
     /// Stop this `ipmi_sim`: also when a test, or [`IpmiSim::start`]
     /// itself, panics half-way.
     fn drop(&mut self) {
+        let name = format!("ipmi_sim at {} (its chassis control requests)", self.addr);
+        super::daemon::show_log_if_failing(&name, &self.events().join("\n"));
         self.stop();
     }
 }
