@@ -337,7 +337,6 @@ fn aws_failures_are_classed(variant: Variant) {
     let server = server(variant, &nodes, env);
     let token = server.token(&["--role", "operator"]);
 
-    let start = Instant::now();
     let r = api_results(&server, &token, "DELETE", "bad");
     assert_class(&r, "bad", "auth", &["AuthFailure"]);
     assert_eq!(
@@ -345,7 +344,6 @@ fn aws_failures_are_classed(variant: Variant) {
         ["stop-instances --force"],
         "auth is tried once"
     );
-    assert!(start.elapsed() < Duration::from_secs(10), "no backoff");
     assert_eq!(moto.state(&ids[0]), "running");
 
     let r = api_results(&server, &token, "GET", "bad,dead");

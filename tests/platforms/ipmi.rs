@@ -421,12 +421,10 @@ fn ipmi_failures_are_classed() {
     let server = server(&nodes, &[("PATH", &path)]);
     let token = server.token(&["--role", "operator"]);
 
-    let start = Instant::now();
     let r = api_results(&server, &token, "PATCH", "bad");
     assert_class(&r, "bad", "auth", &["authentication refused", &bmc.addr]);
     assert_eq!(r["bad"]["exit-code"], 77);
     assert_eq!(calls(&calls_file), 1, "auth is tried once");
-    assert!(start.elapsed() < Duration::from_secs(3), "no backoff");
     let r = api_results(&server, &token, "GET", "bad");
     assert_class(&r, "bad", "auth", &["authentication refused"]);
     assert_eq!(r["bad"]["state"], "unknown");

@@ -602,10 +602,8 @@ fn failures_are_classed(mode: Mode) {
     ];
     let rig = Rig::start_in(mode, &nodes, &[]);
 
-    let start = Instant::now();
     let r = api_results(&rig.server, &rig.token, "PATCH", "bad");
     assert_class(&r, "bad", "auth", &["authentication refused", &bmc.addr]);
-    assert!(start.elapsed() < Duration::from_secs(3), "no backoff");
     if mode == Mode::OneShot {
         assert_eq!(
             rig.calls().len(),
@@ -969,15 +967,10 @@ fn ipmipower_persistent_lanes_answering_at_once_never_mix_their_lines() {
     let rig = Rig::start(&nodes, &[]);
 
     let all = format!("bmc[01-{BMCS:02}]");
+    // A mixed line leaves its nodes unanswered: "unknown" after the
+    // driver's timeout.
     for round in 0..ROUNDS {
-        let start = Instant::now();
-        let states = rig.states(&all);
-        assert_eq!(states, sim_states(&sim), "round {round}");
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "round {round} took {:?}",
-            start.elapsed()
-        );
+        assert_eq!(rig.states(&all), sim_states(&sim), "round {round}");
     }
     assert_eq!(
         rig.pids().len(),
