@@ -1186,3 +1186,82 @@ fn ipmipower_shipped_fragment_and_driver() {
         );
     }
 }
+
+/// The persistent driver's relay (the awk program `relay` in
+/// `drivers/ipmipower`), run alone on what a lane's fifo carries: the
+/// driver's node map, ipmipower's prompts and answers. Its stdout is a
+/// packet-mode pipe (`O_DIRECT`: a read returns one write), so the test
+/// sees that each answer line leaves in one write, whole, as lanes sharing
+/// the driver's stdout need. Everything else goes to the driver on `rep`.
+#[test]
+fn ipmipower_relay_answers_each_line_in_one_write_and_reports_the_rest() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+
+    let driver = std::fs::read_to_string(support::checkout().join("drivers/ipmipower")).unwrap();
+    let start = driver
+        .find("\nrelay='")
+        .expect("the driver's relay program")
+        + "\nrelay='".len();
+    let program = &driver[start..start + driver[start..].find('\'').unwrap()];
+    let version = Command::new("awk")
+        .args(["-W", "version"])
+        .output()
+        .unwrap();
+    // As the driver runs it: mawk reads its input a line at a time only
+    // when told.
+    let interactive: &[&str] = if String::from_utf8_lossy(&version.stdout).contains("mawk") {
+        &["-W", "interactive"]
+    } else {
+        &[]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rep = dir.path().join("rep");
+    let (packets, out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_DIRECT).unwrap();
+    let mut relay = Command::new("awk")
+        .args(interactive)
+        .arg("-v")
+        .arg(format!("rep={}", rep.display()))
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(out))
+        .spawn()
+        .unwrap();
+
+    // Between commands, then a status of three BMCs (one refuses, one is
+    // answered in capitals, an unknown host answers too), then an on of
+    // two, of which one answers before ipmipower's output ends. Prompts
+    // land anywhere, the last one unterminated.
+    let input = "ipmipower> hostname: h1,h2,h3\n\
+                 ipmipower> \u{1e}stat 3\n\u{1f}h1 0 11\n\u{1f}h2 1 12\n\u{1f}h3 2 13\n\
+                 h1: on\nh9: on\nh2: password invalid\nH3: off\n\
+                 ipmipower> \u{1e}on 2\n\u{1f}h1 0 21\n\u{1f}h3 2 23\n\
+                 h3: ok\nipmipower> ";
+    let mut stdin = relay.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+
+    let mut packets = std::fs::File::from(packets);
+    let mut writes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = packets.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        writes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(relay.wait().unwrap().success());
+    assert_eq!(
+        writes,
+        ["11 on\n", "13 off\n", "23 ok\n"],
+        "one write a line"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rep).unwrap(),
+        "p hostname: h1,h2,h3\nu h9: on\nx 1 password invalid\ndone\ngone 0\n",
+        "to the driver: the line between commands, the unknown host, the \
+         answer to explain, the end of the status, and h1 (place 0) left \
+         unanswered by the on"
+    );
+}
