@@ -404,11 +404,13 @@ impl Engine {
         // The platform of the node before, with its lanes: a request's
         // nodes mostly share one.
         let mut last: Option<(&Arc<str>, &Platform, usize)> = None;
+        let mut previous = None;
         for name in nodes {
-            let Some(position) = loaded.topology.position(&name) else {
+            let Some(position) = loaded.topology.position_after(previous, &name) else {
                 let _ = tx.send(CommandAttributes::missing(action, &name));
                 continue;
             };
+            previous = Some(position);
             let node = &loaded.topology.nodes()[position];
             if closed {
                 let error = NOT_RUN.to_string();

@@ -200,4 +200,48 @@ impl Topology {
     pub fn position(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
+
+    /// [`Topology::position`], trying first the node after `previous` (the
+    /// position of the name before; `None`: try the first node). A
+    /// request's names mostly come as ranges in definition order, and the
+    /// next node is a compare in memory read just before, where a probe of
+    /// the index misses the cache twice: for a 1,008-node request those
+    /// misses were the top of the server's profile.
+    pub fn position_after(&self, previous: Option<usize>, name: &str) -> Option<usize> {
+        let next = previous.map_or(0, |p| p + 1);
+        match self.nodes.get(next) {
+            Some(node) if *node.name == *name => Some(next),
+            _ => self.position(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(names: &[&str]) -> Topology {
+        let nodes: Vec<Node> = names.iter().map(|n| Node::sample(n, &[])).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        Topology::new(nodes, index, BTreeMap::new(), BTreeMap::new())
+    }
+
+    #[test]
+    fn position_after_agrees_with_position_whatever_the_hint() {
+        let t = topology(&["n1", "n2", "n3", "m1"]);
+        let previous = [None, Some(0), Some(1), Some(2), Some(3), Some(99)];
+        for name in ["n1", "n2", "n3", "m1", "nx", ""] {
+            for p in previous {
+                assert_eq!(
+                    t.position_after(p, name),
+                    t.position(name),
+                    "{name} after {p:?}"
+                );
+            }
+        }
+    }
 }
