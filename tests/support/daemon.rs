@@ -69,16 +69,17 @@ pub fn stop_group(child: Option<Child>, grace: Duration) {
     let _ = child.wait();
 }
 
-/// When the test is failing (the thread panics), print `log`'s last lines
-/// to stderr under `name`, so a failure in CI shows what the daemon saw
-/// (the harness shows a failing test's stderr; the log's directory is
-/// gone once the test ends).
-pub fn show_log_if_failing(name: &str, log: &str) {
+/// When the test is failing (the thread panics), print the last lines of
+/// the log `log` reads to stderr under `name`, so a failure in CI shows
+/// what the daemon saw (the harness shows a failing test's stderr; the
+/// log's directory is gone once the test ends). Read only then.
+pub fn show_log_if_failing(name: &str, log: impl FnOnce() -> String) {
     /// Enough for a test's worth of requests, short of flooding the report.
     const LINES: usize = 200;
     if !std::thread::panicking() {
         return;
     }
+    let log = log();
     let lines: Vec<&str> = log.lines().collect();
     let tail = &lines[lines.len().saturating_sub(LINES)..];
     eprintln!(

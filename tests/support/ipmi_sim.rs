@@ -145,7 +145,7 @@ impl Drop for Bmc {
     /// itself, panics half-way.
     fn drop(&mut self) {
         let name = format!("ipmi_sim at {} (its chassis control requests)", self.addr);
-        super::daemon::show_log_if_failing(&name, &self.events().join("\n"));
+        super::daemon::show_log_if_failing(&name, || self.events().join("\n"));
         self.stop();
     }
 }

@@ -248,7 +248,7 @@ impl Libvirtd {
 
 impl Drop for Libvirtd {
     fn drop(&mut self) {
-        super::daemon::show_log_if_failing("libvirtd", &self.log());
+        super::daemon::show_log_if_failing("libvirtd", || self.log());
         stop_group(self.holder.take(), STOP_GRACE);
         stop_group(self.daemon.take(), STOP_GRACE);
     }

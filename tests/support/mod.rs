@@ -449,7 +449,7 @@ impl Drop for Server {
     /// seconds, a second SIGTERM (which kills its drivers at once); KILL
     /// only as a last resort, since that would leave drivers behind.
     fn drop(&mut self) {
-        daemon::show_log_if_failing("power-server", &self.log());
+        daemon::show_log_if_failing("power-server", || self.log());
         let Some(mut child) = self.child.take() else {
             return;
         };

@@ -320,7 +320,7 @@ fn spawn(bin: &Path, dir: &Path, port: u16) -> Child {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        super::daemon::show_log_if_failing("moto_server", &self.log());
+        super::daemon::show_log_if_failing("moto_server", || self.log());
         stop_group(self.child.take(), STOP_GRACE);
     }
 }

@@ -277,7 +277,7 @@ fn spawn(bin: &Path, config: &Path, dir: &Path, port: u16) -> Child {
 
 impl Drop for Sushy {
     fn drop(&mut self) {
-        super::daemon::show_log_if_failing("sushy-emulator", &self.log());
+        super::daemon::show_log_if_failing("sushy-emulator", || self.log());
         stop_group(self.child.take(), STOP_GRACE);
     }
 }
