@@ -456,6 +456,16 @@ impl Host {
             home: std::env::var_os("HOME"),
         }
     }
+
+    /// The environment variable `key` as this host has it: those it keeps
+    /// (all the defaults read), else none.
+    fn var(&self, key: &str) -> Option<std::ffi::OsString> {
+        match key {
+            "XDG_CONFIG_HOME" => self.xdg_config_home.clone(),
+            "HOME" => self.home.clone(),
+            _ => None,
+        }
+    }
 }
 
 impl Settings {
@@ -510,14 +520,7 @@ impl Settings {
             secret: SecretSource::from_layers(
                 options.jwt_shared_secret,
                 options.secret_file,
-                || {
-                    let var = |k: &str| match k {
-                        "XDG_CONFIG_HOME" => host.xdg_config_home.clone(),
-                        "HOME" => host.home.clone(),
-                        _ => None,
-                    };
-                    secret::default_file(var, host.root)
-                },
+                || secret::default_file(|k| host.var(k), host.root),
             ),
             audit_log: options.audit_log,
             log_level: options.log_level.unwrap_or_else(|| "info".into()),
@@ -597,6 +600,15 @@ mod tests {
         assert_eq!(
             s.secret,
             SecretSource::File("/home/u/.config/power-server/jwt-secret".into())
+        );
+        let xdg = Host {
+            xdg_config_home: Some("/x".into()),
+            ..user.clone()
+        };
+        let s = Settings::resolve(Options::default(), &xdg).unwrap();
+        assert_eq!(
+            s.secret,
+            SecretSource::File("/x/power-server/jwt-secret".into())
         );
         let root = Host { root: true, ..user };
         let s = Settings::resolve(Options::default(), &root).unwrap();
