@@ -1198,28 +1198,12 @@ fn ipmipower_relay_answers_each_line_in_one_write_and_reports_the_rest() {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};
 
-    let driver = std::fs::read_to_string(support::checkout().join("drivers/ipmipower")).unwrap();
-    let start = driver
-        .find("\nrelay='")
-        .expect("the driver's relay program")
-        + "\nrelay='".len();
-    let program = &driver[start..start + driver[start..].find('\'').unwrap()];
-    let version = Command::new("awk")
-        .args(["-W", "version"])
-        .output()
-        .unwrap();
-    // As the driver runs it: mawk reads its input a line at a time only
-    // when told.
-    let interactive: &[&str] = if String::from_utf8_lossy(&version.stdout).contains("mawk") {
-        &["-W", "interactive"]
-    } else {
-        &[]
-    };
+    let program = driver_awk("relay");
     let dir = tempfile::tempdir().unwrap();
     let rep = dir.path().join("rep");
     let (packets, out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_DIRECT).unwrap();
     let mut relay = Command::new("awk")
-        .args(interactive)
+        .args(awk_interactive())
         .arg("-v")
         .arg(format!("rep={}", rep.display()))
         .arg(program)
@@ -1263,5 +1247,151 @@ fn ipmipower_relay_answers_each_line_in_one_write_and_reports_the_rest() {
         "to the driver: the line between commands, the unknown host, the \
          answer to explain, the end of the status, and h1 (place 0) left \
          unanswered by the on"
+    );
+}
+
+/// The awk program the driver keeps in the shell variable `name`.
+fn driver_awk(name: &str) -> String {
+    let driver = std::fs::read_to_string(support::checkout().join("drivers/ipmipower")).unwrap();
+    let opening = format!("\n{name}='");
+    let start = driver
+        .find(&opening)
+        .unwrap_or_else(|| panic!("no {name} program in the driver"))
+        + opening.len();
+    driver[start..start + driver[start..].find('\'').unwrap()].to_string()
+}
+
+/// awk's options as the driver runs its programs: mawk reads its input a
+/// line at a time only when told.
+fn awk_interactive() -> &'static [&'static str] {
+    let version = std::process::Command::new("awk")
+        .args(["-W", "version"])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&version.stdout).contains("mawk") {
+        &["-W", "interactive"]
+    } else {
+        &[]
+    }
+}
+
+/// The persistent driver's front passes a chunk that repeats the one before
+/// it but for its ids as one line, the action and the ids; anything else
+/// whole, as it came: a changed value, an id that is not a plain word, a
+/// header whose first column is not the id, and a chunk cut short by the
+/// end of input.
+#[test]
+fn ipmipower_front_passes_a_repeat_as_its_ids_and_anything_else_whole() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let mut front = Command::new("awk")
+        .args(awk_interactive())
+        .arg(driver_awk("front"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let head = "id\tnode\tipmi_host\n";
+    let first = format!("status\n{head}1\tn1\th1\n2\tn2\th2\n\n");
+    let moved = format!("status\n{head}7\tn1\th1\n8\tn2\th9\n\n");
+    let odd_id = format!("status\n{head}9\tn1\th1\n1 0\tn2\th9\n\n");
+    let id_second = "status\nnode\tid\nn1\t11\n\n";
+    let id_alone = "status\nid\tnode\n13\n\n";
+    let cut = format!("status\n{head}15\tn1\th1\n");
+    let input = [
+        first.as_str(),
+        &format!("status\n{head}3\tn1\th1\n4\tn2\th2\n\n"),
+        // An empty line between chunks is no chunk.
+        "\n",
+        &format!("power_on\n{head}5\tn1\th1\n6\tn2\th2\n\n"),
+        &moved,
+        &odd_id,
+        id_second,
+        "status\nnode\tid\nn1\t12\n\n",
+        id_alone,
+        "status\nid\tnode\n14\n\n",
+        &cut,
+    ]
+    .concat();
+    let mut stdin = front.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = front.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let expected = [
+        first.as_str(),
+        "\u{1e}status\t3\t4\n",
+        "\u{1e}power_on\t5\t6\n",
+        &moved,
+        &odd_id,
+        id_second,
+        "status\nnode\tid\nn1\t12\n\n",
+        id_alone,
+        "\u{1e}status\t14\n",
+        &cut,
+    ]
+    .concat();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+/// A status asked again and again reaches the driver's loop as ids alone
+/// (the front); each answer is still its node's own: when every node of
+/// the chunk before went into a call (its calls are held), when one was
+/// refused at its check (the chunk is checked again, node by node), and
+/// when the power changed between two repeats. No ipmipower is started
+/// again.
+#[test]
+fn ipmipower_persistent_repeated_chunks_answer_each_node_right() {
+    let sim = IpmiSim::start(2);
+    sim.bmcs[1].set_power(true);
+    let mut nodes: Vec<String> = names(2)
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node_for(name, bmc))
+        .collect();
+    let b1 = &sim.bmcs[0];
+    nodes.push(node(
+        "badtime",
+        &b1.addr,
+        &b1.user,
+        Some(&b1.password),
+        &[("ipmi_timeout", "soon")],
+    ));
+    let rig = Rig::start(&nodes, &[]);
+
+    let expect = |bmc01: &str, bmc02: &str| {
+        BTreeMap::from([
+            ("bmc01".to_string(), bmc01.to_string()),
+            ("bmc02".to_string(), bmc02.to_string()),
+        ])
+    };
+    assert_eq!(rig.states("bmc[01-02]"), expect("off", "on"));
+    // One lane a password: the simulators have a password each.
+    let lanes = rig.calls();
+    for _ in 0..2 {
+        assert_eq!(rig.states("bmc[01-02]"), expect("off", "on"));
+    }
+    sim.bmcs[0].set_power(true);
+    assert_eq!(rig.states("bmc[01-02]"), expect("on", "on"));
+
+    for round in 0..4 {
+        if round == 2 {
+            sim.bmcs[1].set_power(false);
+        }
+        let (code, r, all) = rig.power(&["status", "bmc[01-02]", "badtime"]);
+        assert_eq!(code, 1, "round {round}: {all}");
+        assert_eq!(r["bmc01"]["state"], "on", "round {round}: {all}");
+        let bmc02 = if round < 2 { "on" } else { "off" };
+        assert_eq!(r["bmc02"]["state"], bmc02, "round {round}: {all}");
+        assert!(
+            error_of(&r, "badtime").contains("ipmi_timeout 'soon'"),
+            "round {round}: {all}"
+        );
+    }
+    assert_eq!(
+        rig.calls(),
+        lanes,
+        "the same ipmipowers served every repeat"
     );
 }
