@@ -1208,7 +1208,7 @@ def main():
     for b in (SERVER, CLIENT):
         if not os.access(b, os.X_OK):
             sys.exit(f"bench: {b} is missing: build with "
-                     "`cargo build --release --workspace --bins --locked` (bench/run does)")
+                     "scripts/build-release (bench/run does)")
 
     def interrupted(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
