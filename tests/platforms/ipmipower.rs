@@ -52,7 +52,21 @@ fn node(
 
 /// A node with `bmc`'s own address and credentials.
 fn node_for(name: &str, bmc: &Bmc) -> String {
-    node(name, &bmc.addr, &bmc.user, Some(&bmc.password), &[])
+    node_with(name, bmc, &[])
+}
+
+/// A node with `bmc`'s own address and credentials, and `extra` variables.
+fn node_with(name: &str, bmc: &Bmc, extra: &[(&str, &str)]) -> String {
+    node(name, &bmc.addr, &bmc.user, Some(&bmc.password), extra)
+}
+
+/// A node for each of `sim`'s BMCs, `bmc01`.., with its own credentials.
+fn nodes_for(sim: &IpmiSim) -> Vec<String> {
+    names(sim.bmcs.len())
+        .iter()
+        .zip(&sim.bmcs)
+        .map(|(name, bmc)| node_for(name, bmc))
+        .collect()
 }
 
 /// How the platform runs its driver.
@@ -371,19 +385,9 @@ fn ipmipower_one_shot_passwords_duplicate_hosts_and_unknown_names() {
 fn passwords_duplicate_hosts_and_unknown_names(mode: Mode) {
     let sim = IpmiSim::start(4);
     sim.bmcs[2].set_power(true);
-    let mut nodes: Vec<String> = names(4)
-        .iter()
-        .zip(&sim.bmcs)
-        .map(|(name, bmc)| node_for(name, bmc))
-        .collect();
+    let mut nodes = nodes_for(&sim);
     let b1 = &sim.bmcs[0];
-    nodes.push(node(
-        "twin",
-        &b1.addr,
-        &b1.user,
-        Some(&b1.password),
-        &[("ipmi_port", "623")],
-    ));
+    nodes.push(node_with("twin", b1, &[("ipmi_port", "623")]));
     // No ipmi_host: the platform asks for "nowhere-x7q-bmc", which no
     // resolver knows. Same credentials as bmc01: the same call.
     nodes.push(node("nowhere-x7q", "", &b1.user, Some(&b1.password), &[]));
@@ -959,11 +963,7 @@ fn ipmipower_persistent_lanes_answering_at_once_never_mix_their_lines() {
     for bmc in sim.bmcs.iter().step_by(2) {
         bmc.set_power(true);
     }
-    let nodes: Vec<String> = names(BMCS)
-        .iter()
-        .zip(&sim.bmcs)
-        .map(|(name, bmc)| node_for(name, bmc))
-        .collect();
+    let nodes = nodes_for(&sim);
     let rig = Rig::start(&nodes, &[]);
 
     let all = format!("bmc[01-{BMCS:02}]");
@@ -1345,19 +1345,9 @@ fn ipmipower_front_passes_a_repeat_as_its_ids_and_anything_else_whole() {
 fn ipmipower_persistent_repeated_chunks_answer_each_node_right() {
     let sim = IpmiSim::start(2);
     sim.bmcs[1].set_power(true);
-    let mut nodes: Vec<String> = names(2)
-        .iter()
-        .zip(&sim.bmcs)
-        .map(|(name, bmc)| node_for(name, bmc))
-        .collect();
+    let mut nodes = nodes_for(&sim);
     let b1 = &sim.bmcs[0];
-    nodes.push(node(
-        "badtime",
-        &b1.addr,
-        &b1.user,
-        Some(&b1.password),
-        &[("ipmi_timeout", "soon")],
-    ));
+    nodes.push(node_with("badtime", b1, &[("ipmi_timeout", "soon")]));
     let rig = Rig::start(&nodes, &[]);
 
     let expect = |bmc01: &str, bmc02: &str| {
