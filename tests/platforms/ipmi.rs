@@ -7,8 +7,8 @@
 //! `ipmi_cipher`, as an admin would for BMCs not named `<node>-bmc`.
 
 use super::{
-    api_results, assert_class, assert_graceful, calls, counting_wrapper, graceful_off, node_entry,
-    shipped, start_server, static_nodes,
+    api_results, assert_class, assert_graceful, bmc_vars, calls, counting_wrapper, graceful_off,
+    node_entry, shipped, start_server, static_nodes,
 };
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
@@ -30,10 +30,7 @@ fn node_with(
     password: Option<&str>,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut vars = vec![("ipmi_host", addr), ("ipmi_username", user)];
-    if let Some(password) = password {
-        vars.push(("ipmi_password", password));
-    }
+    let mut vars = bmc_vars(addr, user, password);
     vars.extend_from_slice(extra);
     node_entry(name, "ipmi", &vars)
 }

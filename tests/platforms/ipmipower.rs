@@ -18,8 +18,8 @@
 //! ipmipower processes and look for passwords in their arguments.
 
 use super::{
-    api_results, assert_class, assert_graceful, graceful_off, node_entry, results, shipped,
-    static_nodes,
+    api_results, assert_class, assert_graceful, bmc_vars, graceful_off, node_entry, results,
+    shipped, static_nodes,
 };
 use crate::support::ipmi_sim::{Bmc, IpmiSim};
 use crate::support::{self, Server};
@@ -38,10 +38,7 @@ fn node(
     password: Option<&str>,
     extra: &[(&str, &str)],
 ) -> String {
-    let mut vars = vec![("ipmi_host", addr), ("ipmi_username", user)];
-    if let Some(password) = password {
-        vars.push(("ipmi_password", password));
-    }
+    let mut vars = bmc_vars(addr, user, password);
     if !extra.iter().any(|(k, _)| *k == "ipmi_workaround") {
         vars.push(("ipmi_workaround", "opensesspriv"));
     }

@@ -44,6 +44,21 @@ pub fn node_entry(name: &str, platform: &str, vars: &[(&str, &str)]) -> String {
     s
 }
 
+/// The variables reaching a BMC at `addr` as `user`, with `password` (no
+/// `ipmi_password` at all when `None`): the `ipmi` and `ipmipower`
+/// platforms name them alike.
+pub fn bmc_vars<'a>(
+    addr: &'a str,
+    user: &'a str,
+    password: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![("ipmi_host", addr), ("ipmi_username", user)];
+    if let Some(password) = password {
+        vars.push(("ipmi_password", password));
+    }
+    vars
+}
+
 /// A nodes fragment: these node entries (YAML, indented by two) under
 /// `static_nodes:`.
 pub fn static_nodes(nodes: &[String]) -> String {
