@@ -25,7 +25,7 @@ pub fn check(settings: &LoadSettings, notes: &[String]) -> Result<String, LoadEr
 pub fn missing_tools(loaded: &Loaded) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     for platform in loaded.topology.platforms.values() {
-        let DriverSpec::Inline { prelude, commands } = &platform.driver else {
+        let DriverSpec::Inline { prelude, commands } = &platform.run.driver else {
             continue;
         };
         let prelude = prelude.as_deref().unwrap_or("");
@@ -74,8 +74,8 @@ fn report(loaded: &Loaded, notes: &[Diagnostic], missing_tools: &[Diagnostic]) -
             DriverKind::Inline => "inline".to_string(),
             DriverKind::DropIn => format!("driver {}", driver.path.display()),
         };
-        if let Some(max) = platform.batch {
-            let mode = if platform.persistent {
+        if let Some(max) = platform.run.batch {
+            let mode = if platform.run.persistent {
                 "persistent batch"
             } else {
                 "batch"

@@ -201,7 +201,7 @@ struct Bounds(Mutex<HashMap<String, (usize, Arc<Semaphore>)>>);
 
 impl Bounds {
     async fn acquire(&self, platform: &Platform) -> Option<OwnedSemaphorePermit> {
-        let limit = platform.concurrency?;
+        let limit = platform.run.concurrency?;
         let semaphore = {
             let mut table = self.0.lock().expect("bound table poisoned");
             let entry = table
@@ -240,6 +240,7 @@ impl Shares {
     /// What a run on `platform` (named `name`) waits its turn with.
     fn turn(&mut self, platform: &Platform, name: &Arc<str>) -> Turn {
         let bound = platform
+            .run
             .concurrency
             .map_or(self.global, |c| c.min(self.global));
         let share = self
@@ -312,7 +313,7 @@ impl Engine {
     /// `None` when nothing paces it.
     fn pace(&self, platform: &Platform) -> Option<tokio::time::Instant> {
         let rates = [
-            (platform.name.as_str(), platform.power_on_rate),
+            (platform.name.as_str(), platform.run.power_on_rate),
             ("", self.power_on_rate),
         ];
         let mut start: Option<tokio::time::Instant> = None;
@@ -448,7 +449,7 @@ impl Engine {
                 1 => 0,
                 lanes => persistent::lane(&node.name, lanes),
             };
-            let batch = platform.batch.is_some();
+            let batch = platform.run.batch.is_some();
             if batch && paced.is_none() {
                 // Counted per chunk below.
                 let controller = controller_key(platform, node);
@@ -495,7 +496,7 @@ impl Engine {
     ) {
         for ((platform, _, lane), positions) in batches {
             let definition = &loaded.topology.platforms[&*platform];
-            let max = definition.batch.expect("a batch platform");
+            let max = definition.run.batch.expect("a batch platform");
             for chunk in chunks(positions, max) {
                 let counted = InFlight::count(self.clone(), chunk.len());
                 let turn = shares.turn(definition, &platform);
@@ -520,8 +521,8 @@ impl Engine {
     /// `serialize_by` lets a single chunk run at a time anyway. None but a
     /// persistent platform has more than one.
     fn lanes(&self, platform: &Platform) -> usize {
-        if platform.persistent && platform.serialize_by.is_none() {
-            platform.processes.unwrap_or(self.lanes)
+        if platform.run.persistent && platform.serialize_by.is_none() {
+            platform.run.processes.unwrap_or(self.lanes)
         } else {
             1
         }
@@ -642,7 +643,7 @@ impl Engine {
             action,
             name,
             &platform.name,
-            platform.status_off_exit_code,
+            platform.run.status_off_exit_code,
             &outcome,
             &secrets,
         );
@@ -716,7 +717,7 @@ impl Engine {
             ignored: 0,
             started: Instant::now(),
         };
-        let outcome = if platform.persistent {
+        let outcome = if platform.run.persistent {
             let key = format!(
                 "{}\0{}\0{lane}",
                 platform.name,
@@ -806,7 +807,7 @@ impl Engine {
             return Ok(());
         }
         let wait = slot.backoff();
-        if wait >= platform.timeout {
+        if wait >= platform.run.timeout {
             return Err(format!(
                 "the driver keeps failing; next start in {}",
                 humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
@@ -852,11 +853,11 @@ impl Engine {
         let first = process.ids(nodes.len());
         answers.ledger.set_first_id(first);
         let chunk = batch::persistent_input(answers.action, &platform.variables, nodes, first);
-        let deadline = tokio::time::Instant::from_std(started + platform.timeout);
+        let deadline = tokio::time::Instant::from_std(started + platform.run.timeout);
         let mut stop = self.stop.subscribe();
         let sent = tokio::time::timeout_at(deadline, process.send(&chunk)).await;
         let exit = match sent {
-            Err(_) => Some(Exit::TimedOut(platform.timeout)),
+            Err(_) => Some(Exit::TimedOut(platform.run.timeout)),
             // It has gone: its exit code and stderr say why.
             Ok(Err(_)) => Some(gone(process).await),
             Ok(Ok(())) => {
@@ -886,7 +887,7 @@ impl Engine {
                             }
                             None => break Some(gone(process).await),
                         },
-                        () = &mut expired => break Some(Exit::TimedOut(platform.timeout)),
+                        () = &mut expired => break Some(Exit::TimedOut(platform.run.timeout)),
                         () = &mut stopped => break Some(Exit::Stopped),
                     }
                 }

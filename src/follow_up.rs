@@ -413,7 +413,9 @@ impl Waits {
             _ if action.target_state().is_none() => Waits::All(Duration::ZERO),
             Wait::For(d) => Waits::All(d),
             // Looked up per node only when some platform confirms.
-            Wait::Platform if platforms.values().any(|p| p.confirm.is_some()) => Waits::ByPlatform,
+            Wait::Platform if platforms.values().any(|p| p.run.confirm.is_some()) => {
+                Waits::ByPlatform
+            }
             Wait::Platform => Waits::All(Duration::ZERO),
         }
     }
@@ -426,7 +428,7 @@ impl Waits {
                 .position(node)
                 .and_then(|i| {
                     let platform = &loaded.topology.nodes()[i].platform;
-                    loaded.topology.platforms[&**platform].confirm
+                    loaded.topology.platforms[&**platform].run.confirm
                 })
                 .unwrap_or(Duration::ZERO),
         }

@@ -125,11 +125,11 @@ pub fn plan(
                 node_name: name.clone(),
                 platform: Some(node.platform.to_string()),
                 missing: false,
-                driver: platform.map(|p| match &p.driver {
+                driver: platform.map(|p| match &p.run.driver {
                     DriverSpec::Inline { .. } => "inline".to_string(),
                     DriverSpec::DropIn(name) => name.value.clone(),
                 }),
-                batch: platform.is_some_and(|p| p.batch.is_some()),
+                batch: platform.is_some_and(|p| p.run.batch.is_some()),
                 secret_variables: variables
                     .iter()
                     .filter(|v| looks_secret(v))

@@ -53,7 +53,7 @@ pub fn build(
     let mut by_platform = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, platform) in &topology.platforms {
-        let built = match &platform.driver {
+        let built = match &platform.run.driver {
             DriverSpec::Inline { prelude, commands } => {
                 let origin = platform.defined_at.to_string();
                 let script = generate::script(name, &origin, prelude.as_deref(), commands);

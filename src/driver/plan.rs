@@ -66,7 +66,7 @@ pub fn plan(
         action,
         env,
         stdin: None,
-        timeout: platform.timeout,
+        timeout: platform.run.timeout,
         dir: None,
     }
 }
@@ -91,7 +91,7 @@ pub fn plan_batch(
         action,
         env,
         stdin: Some(super::batch::input(&platform.variables, nodes, 1)),
-        timeout: platform.timeout,
+        timeout: platform.run.timeout,
         dir: None,
     }
 }
@@ -157,7 +157,7 @@ fn contains_ignoring_case(name: &str, hint: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{DriverSpec, Location};
+    use crate::topology::{DriverSpec, Location, RunSettings};
     use std::collections::BTreeMap;
 
     fn here() -> Location {
@@ -173,19 +173,21 @@ mod tests {
             name: "p".into(),
             defined_at: here(),
             variables: vars.iter().map(ToString::to_string).collect(),
-            driver: DriverSpec::Inline {
-                prelude: None,
-                commands: BTreeMap::new(),
-            },
-            status_off_exit_code: 111,
-            timeout: Duration::from_secs(5),
-            confirm: None,
-            power_on_rate: None,
-            concurrency: None,
             serialize_by: None,
-            batch: None,
-            persistent: false,
-            processes: None,
+            run: RunSettings {
+                driver: DriverSpec::Inline {
+                    prelude: None,
+                    commands: BTreeMap::new(),
+                },
+                status_off_exit_code: 111,
+                timeout: Duration::from_secs(5),
+                confirm: None,
+                power_on_rate: None,
+                concurrency: None,
+                batch: None,
+                persistent: false,
+                processes: None,
+            },
         }
     }
 

@@ -114,16 +114,8 @@ impl Joined {
                 name: name.clone(),
                 defined_at: def.name.at,
                 variables: def.variables.into_iter().map(|v| v.value).collect(),
-                driver: def.driver,
-                status_off_exit_code: def.status_off_exit_code,
-                timeout: def.timeout,
-                confirm: def.confirm,
-                power_on_rate: def.power_on_rate,
-                concurrency: def.concurrency,
                 serialize_by: def.serialize_by.map(|v| v.value),
-                batch: def.batch,
-                persistent: def.persistent,
-                processes: def.processes,
+                run: def.run,
             };
             self.platforms.insert(name, (platform, precedence));
         }
@@ -247,7 +239,7 @@ impl Joined {
             let Some(platform) = platforms.get(&u.platform) else {
                 continue;
             };
-            if platform.batch.is_some() && platform.variables.contains(&u.variable.value) {
+            if platform.run.batch.is_some() && platform.variables.contains(&u.variable.value) {
                 self.errors.push(Diagnostic::at(
                     &u.variable.at,
                     format!(
@@ -567,7 +559,9 @@ mod tests {
         // the admin's definition wins.
         for fragments in [vec![vendor.clone(), admin.clone()], vec![admin, vendor]] {
             let (t, warnings) = merge(fragments).unwrap();
-            assert!(matches!(&t.platforms["p"].driver, DriverSpec::DropIn(d) if d.value == "mine"));
+            assert!(
+                matches!(&t.platforms["p"].run.driver, DriverSpec::DropIn(d) if d.value == "mine")
+            );
             let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
             assert_eq!(w, ["a/50-mine.yaml:2:3: platform p: replaces the one at v/10-p.yaml:2:3 (a later directory wins)"]);
         }

@@ -16,7 +16,7 @@ mod split;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, LoadErrors, Location};
-pub use model::{Group, Node, Platform, Topology};
+pub use model::{Group, Node, Platform, RunSettings, Topology};
 pub use parse::{
     check_variable_name, is_group_name, parse_duration, DriverSpec, DEFAULT_STATUS_OFF_EXIT_CODE,
     DEFAULT_TIMEOUT,
@@ -444,7 +444,7 @@ mod tests {
             &t.node("node03").unwrap().variables["ipmi_password"],
             "adminpass"
         );
-        assert_eq!(t.platforms["aws"].status_off_exit_code, 123);
+        assert_eq!(t.platforms["aws"].run.status_off_exit_code, 123);
         assert!(loaded.warnings.is_empty());
     }
 

@@ -119,6 +119,16 @@ pub struct Platform {
     pub defined_at: Location,
     /// The node variables its driver sees.
     pub variables: Vec<String>,
+    /// A variable naming a shared controller; runs sharing its value never overlap.
+    pub serialize_by: Option<String>,
+    /// How its driver runs, as its `platforms` entry says.
+    pub run: RunSettings,
+}
+
+/// How a platform's driver runs: the keys of its `platforms` entry that
+/// the merge takes as they were parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
     /// Inline commands or a drop-in driver.
     pub driver: DriverSpec,
     /// `status` exit code that means "off".
@@ -131,10 +141,8 @@ pub struct Platform {
     /// At most so many of its nodes switched on per period, evenly spaced
     /// (`power_on_rate`); other actions are not paced.
     pub power_on_rate: Option<crate::pace::Rate>,
-    /// Most runs at once for this platform.
+    /// Most runs at once for this platform (`None`: only the global bound).
     pub concurrency: Option<usize>,
-    /// A variable naming a shared controller; runs sharing its value never overlap.
-    pub serialize_by: Option<String>,
     /// `Some(batch_max)` for a batch platform: its driver runs once per
     /// chunk of at most that many nodes, reading them on stdin.
     pub batch: Option<usize>,

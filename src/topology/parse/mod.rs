@@ -4,7 +4,7 @@
 //! the file is collected, not only the first, so one `check` shows them all.
 
 use super::diagnostic::{Diagnostic, Location};
-pub use super::model::DriverSpec;
+pub use super::model::{DriverSpec, RunSettings};
 use super::yaml::{self, Mapping, Node, Scalar, Span};
 use power_proto::hostlist;
 use std::sync::Arc;
@@ -99,28 +99,11 @@ pub struct PlatformDef {
     pub name: At<String>,
     /// Node variables passed to the driver.
     pub variables: Vec<At<String>>,
-    /// Inline commands or a drop-in driver.
-    pub driver: DriverSpec,
-    /// `status` exit code meaning "off".
-    pub status_off_exit_code: i32,
-    /// Per-run timeout.
-    pub timeout: Duration,
-    /// How long to confirm an action's state by default (`confirm`).
-    pub confirm: Option<Duration>,
-    /// At most so many nodes switched on per period (`power_on_rate`).
-    pub power_on_rate: Option<crate::pace::Rate>,
-    /// Most runs of this platform at once (`None`: only the global bound).
-    pub concurrency: Option<usize>,
     /// A variable whose value names a shared controller: runs sharing it
     /// never overlap.
     pub serialize_by: Option<At<String>>,
-    /// `Some(batch_max)` for a batch platform (`batch: true`): one driver
-    /// run serves a chunk of at most that many nodes.
-    pub batch: Option<usize>,
-    /// A batch platform whose driver stays running between chunks.
-    pub persistent: bool,
-    /// A persistent platform's processes (`processes`), if it sets them.
-    pub processes: Option<usize>,
+    /// The driver and how it runs.
+    pub run: RunSettings,
 }
 
 /// One `groups` entry.
@@ -507,13 +490,13 @@ mod tests {
         let platforms: Vec<&str> = f.platforms.iter().map(|p| p.name.value.as_str()).collect();
         assert_eq!(platforms, ["ipmi", "aws", "azure"]);
         let aws = &f.platforms[1];
-        assert_eq!(aws.status_off_exit_code, 123);
+        assert_eq!(aws.run.status_off_exit_code, 123);
         assert_eq!(
-            f.platforms[0].status_off_exit_code,
+            f.platforms[0].run.status_off_exit_code,
             DEFAULT_STATUS_OFF_EXIT_CODE
         );
-        assert_eq!(aws.timeout, DEFAULT_TIMEOUT);
-        let DriverSpec::Inline { commands, .. } = &aws.driver else {
+        assert_eq!(aws.run.timeout, DEFAULT_TIMEOUT);
+        let DriverSpec::Inline { commands, .. } = &aws.run.driver else {
             panic!("aws is inline")
         };
         assert_eq!(commands.len(), 4);

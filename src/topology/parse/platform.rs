@@ -4,7 +4,7 @@
 //! Each key is checked alone first, then the keys are checked against
 //! each other.
 
-use super::{At, DriverSpec, Parser, PlatformDef};
+use super::{At, DriverSpec, Parser, PlatformDef, RunSettings};
 use super::{DEFAULT_BATCH_MAX, DEFAULT_STATUS_OFF_EXIT_CODE, DEFAULT_TIMEOUT};
 use crate::topology::diagnostic::{Diagnostic, Location};
 use crate::topology::yaml::{Mapping, Node, Scalar};
@@ -68,18 +68,20 @@ impl Parser<'_> {
         Some(PlatformDef {
             name: self.at(key),
             variables: keys.variables,
-            driver,
-            status_off_exit_code: keys
-                .status_off_exit_code
-                .unwrap_or(DEFAULT_STATUS_OFF_EXIT_CODE),
-            timeout: keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
-            confirm: keys.confirm,
-            power_on_rate: keys.power_on_rate,
-            concurrency: keys.concurrency,
             serialize_by: keys.serialize_by,
-            batch,
-            persistent,
-            processes,
+            run: RunSettings {
+                driver,
+                status_off_exit_code: keys
+                    .status_off_exit_code
+                    .unwrap_or(DEFAULT_STATUS_OFF_EXIT_CODE),
+                timeout: keys.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                confirm: keys.confirm,
+                power_on_rate: keys.power_on_rate,
+                concurrency: keys.concurrency,
+                batch,
+                persistent,
+                processes,
+            },
         })
     }
 
@@ -303,11 +305,13 @@ mod tests {
              concurrency: 4\n    serialize_by: pdu_host\n    status_off_exit_code: 2\n",
         );
         let p = &f.platforms[0];
-        assert_eq!(p.timeout, Duration::from_secs(120));
-        assert_eq!(p.concurrency, Some(4));
-        assert_eq!(p.status_off_exit_code, 2);
+        assert_eq!(p.run.timeout, Duration::from_secs(120));
+        assert_eq!(p.run.concurrency, Some(4));
+        assert_eq!(p.run.status_off_exit_code, 2);
         assert_eq!(p.serialize_by.as_ref().unwrap().value, "pdu_host");
-        assert!(matches!(&p.driver, DriverSpec::DropIn(d) if d.value == "sim" && d.at.line == 3));
+        assert!(
+            matches!(&p.run.driver, DriverSpec::DropIn(d) if d.value == "sim" && d.at.line == 3)
+        );
     }
 
     #[test]
@@ -334,7 +338,7 @@ mod tests {
             "platforms:\n  a:\n    driver: sim\n    batch: true\n  b:\n    driver: sim\n    batch: true\n    \
              batch_max: 1000\n  c:\n    driver: sim\n    batch: false\n",
         );
-        let batch: Vec<Option<usize>> = f.platforms.iter().map(|p| p.batch).collect();
+        let batch: Vec<Option<usize>> = f.platforms.iter().map(|p| p.run.batch).collect();
         assert_eq!(batch, [Some(DEFAULT_BATCH_MAX), Some(1000), None]);
         assert_eq!(
             one_error("platforms:\n  p:\n    driver: d\n    batch: yes\n"),
@@ -354,7 +358,7 @@ mod tests {
         );
         let f =
             parse_ok("platforms:\n  p:\n    driver: d\n    batch: true\n    persistent: true\n");
-        assert!(f.platforms[0].persistent);
+        assert!(f.platforms[0].run.persistent);
         assert_eq!(
             one_error("platforms:\n  p:\n    driver: d\n    batch: true\n    processes: 2\n"),
             "t.yaml:5:16: platform p: processes is only for a persistent platform (add \"persistent: true\")"
@@ -362,7 +366,7 @@ mod tests {
         let f = parse_ok(
             "platforms:\n  p:\n    driver: d\n    batch: true\n    persistent: true\n    processes: 3\n",
         );
-        assert_eq!(f.platforms[0].processes, Some(3));
+        assert_eq!(f.platforms[0].run.processes, Some(3));
     }
 
     #[test]
@@ -414,7 +418,7 @@ mod tests {
     #[test]
     fn a_prelude_goes_with_inline_commands() {
         let f = parse_ok("platforms:\n  p:\n    prelude: |\n      f() { :; }\n    status: f\n");
-        assert!(matches!(&f.platforms[0].driver,
+        assert!(matches!(&f.platforms[0].run.driver,
             DriverSpec::Inline { prelude: Some(p), commands } if p == "f() { :; }\n" && commands.len() == 1));
         assert_eq!(
             one_error("platforms:\n  p:\n    driver: sim\n    prelude: x=1\n"),
