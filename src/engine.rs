@@ -144,16 +144,19 @@ pub struct EngineOptions {
     /// Where runs (and what they spawn) go: a runtime of the engine's own
     /// ([`Workers`]); by default, the one calling [`Engine::run`].
     pub tasks: Option<tokio::runtime::Handle>,
-    /// Where batch chunks run instead (in the server, the API's runtime,
-    /// whose threads, and so a persistent driver started there, are not
-    /// nicer): the engine's runtime is nicer for the runs that come by the
-    /// thousand, one a node, but a chunk is one run for hundreds of nodes,
-    /// which a request waits for. On the engine's threads a chunk's answers
-    /// waited for the CPU behind the client and the API's threads:
-    /// measured, a 1,008-node persistent status 9.9-10.1 ms at the median
+    /// Where a persistent platform's chunks run instead (in the server,
+    /// the API's runtime, whose threads, and so a persistent driver started
+    /// there, are not nicer). A chunk is one run for hundreds of nodes,
+    /// which a request waits for; on the engine's threads a persistent
+    /// chunk's answers waited for the CPU behind the client and the API's
+    /// threads: a 1,008-node persistent status 9.9-10.1 ms at the median
     /// and 11.7-14.3 ms at the 90th percentile, against 8.3-9.2 and
-    /// 9.1-11.4 ms; 10,000 one-shot nodes 169 against 141 ms. By default,
-    /// where `tasks` says.
+    /// 9.1-11.4 ms. One-shot chunks stay on the nicer threads: each starts
+    /// a process and reads all its answers, and on the API's runtime 10,000
+    /// one-shot nodes asked again and again took `/healthz` p99 from 4.4-5
+    /// ms to 18-22 ms (new connections: 6-7.4 ms to 27-33 ms), for 10-20
+    /// ms less a request (131-134 against 143-147 ms). By default, where
+    /// `tasks` says.
     pub chunks: Option<tokio::runtime::Handle>,
     /// Where drivers run (the reference's `scripts_dir`); by default, the
     /// server's working directory.
@@ -508,8 +511,8 @@ impl Engine {
                         .await;
                 };
                 match &self.chunks {
-                    Some(runtime) => drop(runtime.spawn(run)),
-                    None => drop(self.spawn(run)),
+                    Some(runtime) if definition.run.persistent => drop(runtime.spawn(run)),
+                    _ => drop(self.spawn(run)),
                 }
             }
         }

@@ -491,14 +491,16 @@ async fn a_large_request_leaves_room_for_a_small_one() {
 /// server's engine threads 10 nicer than its API's, so the API keeps
 /// answering while hundreds of drivers compete for the CPU. A persistent
 /// driver runs at the priority of the runtime its chunks run on: in the
-/// server, the API's, since a request waits for every chunk.
+/// server, the API's, since a request waits for every chunk. A one-shot
+/// batch chunk, a process for each, stays on the engine's threads.
 #[tokio::test(flavor = "multi_thread")]
 async fn drivers_run_nicer_than_the_server() {
     let f = Fixture::new(&[(
         "t.yaml",
         "platforms:\n  p:\n    status: 'test \"$(nice)\" -eq \"$EXPECTED\" || { echo \"nice $(nice)\" >&2; exit 1; }'\n\
          \x20 kept:\n    driver: persistent\n    batch: true\n    persistent: true\n    variables: [mode]\n\
-         static_nodes:\n  n1: {platform: p}\n  k1: {platform: kept, mode: nice}\n",
+         \x20 chunked:\n    batch: true\n    status: 'read -r head; read -r id rest; n=$(nice); if test \"$n\" -eq \"$EXPECTED\"; then echo \"$id on\"; else echo \"$id error nice $n\"; fi'\n\
+         static_nodes:\n  n1: {platform: p}\n  k1: {platform: kept, mode: nice}\n  b1: {platform: chunked}\n",
     )]);
     let mine = std::process::Command::new("nice").output().unwrap();
     let mine: i32 = String::from_utf8_lossy(&mine.stdout)
@@ -543,6 +545,8 @@ async fn drivers_run_nicer_than_the_server() {
         Some(mine.to_string().as_str()),
         "{kept:?}"
     );
+    let chunked = &f.run(&engine, Action::Status, &["b1"]).await[0];
+    assert!(chunked.success, "{chunked:?}");
 }
 
 /// A platform's bound belongs to the engine, not to one load: runs on the

@@ -143,8 +143,8 @@ async fn spawn(invocation: &Invocation) -> std::io::Result<Child> {
 /// How much nicer than the thread that starts them drivers run: under a
 /// load of drivers the server's own threads still get the CPU first, so
 /// the API answers at once. In the server, a per-node run starts on the
-/// engine's threads (so 20 nicer than the API's, capped at 19), a
-/// one-shot batch chunk on the API's (10 nicer).
+/// engine's threads (so 20 nicer than the API's, capped at 19), and so
+/// does a one-shot batch chunk.
 pub const DRIVER_NICE: i32 = 10;
 
 /// At what priority a driver runs.
