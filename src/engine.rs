@@ -155,7 +155,7 @@ pub struct EngineOptions {
     /// a process and reads all its answers, and on the API's runtime 10,000
     /// one-shot nodes asked again and again took `/healthz` p99 from 4.4-5
     /// ms to 18-22 ms (new connections: 6-7.4 ms to 27-33 ms), for 10-20
-    /// ms less a request (131-134 against 143-147 ms). By default, where
+    /// ms less a request (131-143 against 143-164 ms). By default, where
     /// `tasks` says.
     pub chunks: Option<tokio::runtime::Handle>,
     /// Where drivers run (the reference's `scripts_dir`); by default, the
