@@ -125,8 +125,9 @@ pub struct Engine {
     /// Where runs (and what they spawn) go: a runtime of the engine's own,
     /// or, when `None`, the one calling [`Engine::run`].
     tasks: Option<tokio::runtime::Handle>,
-    /// Where batch chunks run instead, when set ([`EngineOptions::chunks`]).
-    chunks: Option<tokio::runtime::Handle>,
+    /// Where persistent platforms' chunks run instead, when set
+    /// ([`EngineOptions::persistent_chunks`]).
+    persistent_chunks: Option<tokio::runtime::Handle>,
     /// Driver runs and node results counted.
     metrics: Arc<Metrics>,
     /// Where drivers run; the server's working directory when `None`.
@@ -157,7 +158,7 @@ pub struct EngineOptions {
     /// ms to 18-22 ms (new connections: 6-7.4 ms to 27-33 ms), for 10-20
     /// ms less a request (131-143 against 143-164 ms). By default, where
     /// `tasks` says.
-    pub chunks: Option<tokio::runtime::Handle>,
+    pub persistent_chunks: Option<tokio::runtime::Handle>,
     /// Where drivers run (the reference's `scripts_dir`); by default, the
     /// server's working directory.
     pub working_dir: Option<PathBuf>,
@@ -306,7 +307,7 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             tasks: options.tasks,
-            chunks: options.chunks,
+            persistent_chunks: options.persistent_chunks,
             metrics: Arc::new(Metrics::new()),
             working_dir: options.working_dir,
         })
@@ -510,7 +511,7 @@ impl Engine {
                         .run_chunk(&loaded, action, chunk, lane, turn, tx)
                         .await;
                 };
-                match &self.chunks {
+                match &self.persistent_chunks {
                     Some(runtime) if definition.run.persistent => drop(runtime.spawn(run)),
                     _ => drop(self.spawn(run)),
                 }

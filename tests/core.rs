@@ -530,10 +530,11 @@ async fn drivers_run_nicer_than_the_server() {
         "{kept:?}"
     );
 
-    // As the server runs it: chunks on the runtime that asks (the API's).
+    // As the server runs it: persistent chunks on the runtime that asks (the
+    // API's), one-shot ones on the engine's.
     let options = EngineOptions {
         tasks: Some(workers.handle()),
-        chunks: Some(tokio::runtime::Handle::current()),
+        persistent_chunks: Some(tokio::runtime::Handle::current()),
         ..EngineOptions::default()
     };
     let engine = f.engine_with(2, &[("EXPECTED", &expected)], options);

@@ -429,7 +429,7 @@ async fn prepare(
         environment,
         EngineOptions {
             tasks: Some(workers.handle()),
-            chunks: Some(tokio::runtime::Handle::current()),
+            persistent_chunks: Some(tokio::runtime::Handle::current()),
             working_dir: settings.working_dir.clone(),
             power_on_rate: settings.power_on_rate,
         },

@@ -155,7 +155,7 @@ pub enum Priority {
     Nicer,
     /// As the thread that starts it: a persistent driver, which answers
     /// every request's chunks for its nodes (in the server, started where
-    /// chunks run: [`crate::engine::EngineOptions::chunks`]).
+    /// chunks run: [`crate::engine::EngineOptions::persistent_chunks`]).
     Same,
 }
 
