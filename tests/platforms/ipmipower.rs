@@ -1382,3 +1382,56 @@ fn ipmipower_persistent_repeated_chunks_answer_each_node_right() {
         "the same ipmipowers served every repeat"
     );
 }
+
+/// A repeat on a lane that holds its call's hosts hands the relay only the
+/// new ids, and the relay answers them by the places it holds. Two calls
+/// with the same settings and hosts (two nodes on each BMC: ipmipower
+/// answers a host once a command) run side by side, one in the driver and
+/// one in a job; when a lane dies they land on each other's lanes, and
+/// every answer still goes to its own node.
+#[test]
+fn ipmipower_persistent_repeats_keep_each_answer_on_its_node() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let password = format!("pw{}", &support::random_secret()[..14]);
+    let sim = IpmiSim::start_with_password(2, &password);
+    sim.bmcs[1].set_power(true);
+    let nodes: Vec<String> = ["a1", "a2", "b1", "b2"]
+        .iter()
+        .zip(sim.bmcs.iter().cycle())
+        .map(|(name, bmc)| node(name, &bmc.addr, &bmc.user, None, &[]))
+        .collect();
+    let rig = Rig::start(&nodes, &[("IPMI_PASSWORD", &password)]);
+    let expect = |first: &str, second: &str| {
+        ["a1", "a2", "b1", "b2"]
+            .iter()
+            .zip([first, second, first, second])
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    for _ in 0..3 {
+        assert_eq!(rig.states("a[1-2],b[1-2]"), expect("off", "on"));
+    }
+    let pids = rig.pids();
+    assert_eq!(pids.len(), 2, "a lane each call: {:#?}", rig.calls());
+    // The lane of the first call dies between two repeats.
+    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap();
+    for round in 0..4 {
+        if round == 2 {
+            sim.bmcs[0].set_power(true);
+            sim.bmcs[1].set_power(false);
+        }
+        let expected = if round < 2 {
+            expect("off", "on")
+        } else {
+            expect("on", "off")
+        };
+        assert_eq!(
+            rig.states("a[1-2],b[1-2]"),
+            expected,
+            "round {round}; server log:\n{}",
+            rig.server.log()
+        );
+    }
+    assert_eq!(rig.pids().len(), 3, "one lane replaced: {:#?}", rig.calls());
+}
