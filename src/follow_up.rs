@@ -78,7 +78,7 @@ struct Busy {
 }
 
 /// Runs the follow-up wants now: `action` on `nodes`, as a retry or hard
-/// off ([`Source::Action`]) or a status poll ([`Source::Poll`]).
+/// off, or a status poll.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Due {
     source: Source,

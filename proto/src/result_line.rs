@@ -6,8 +6,8 @@
 //! by one, every string checked and copied through a visitor. These are
 //! the fast paths for the one shape the server writes:
 //!
-//! - [`write`] writes exactly the bytes `serde_json` writes for
-//!   [`Resource::command`] (tests compare them), so nothing on the wire
+//! - [`write()`] writes exactly the bytes `serde_json` writes for
+//!   [`Resource::command`](crate::wire::Resource::command) (tests compare them), so nothing on the wire
 //!   changes;
 //! - [`read`] reads such a line, or gives up (`None`) on anything else:
 //!   a string with an escape, an unknown or repeated key, another order
@@ -96,7 +96,7 @@ fn state_word(state: PowerState) -> &'static str {
     }
 }
 
-/// Reads a line as [`write`] writes it (keys in its order, no white space
+/// Reads a line as [`write()`] writes it (keys in its order, no white space
 /// inside, any after), or `None`: then read it with serde, which reads
 /// any valid line (keys in another order, escapes, spacing) and says what
 /// is wrong with the rest. The line is matched against the writer's form

@@ -1,7 +1,7 @@
 //! `max_nodes`: an action that would touch more nodes than that asks for a
 //! yes on a terminal, and is refused elsewhere unless `--yes` was given.
 //!
-//! The decision and the answer's reading are pure; [`ask`] talks to the
+//! The decision and the answer's reading are pure; [`confirm`] talks to the
 //! terminal.
 
 use crate::exit::Failure;

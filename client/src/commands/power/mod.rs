@@ -1,7 +1,7 @@
 //! `power status|on|off|restart NODES...|--all [--groups] [--wait]`: run an
 //! action, optionally wait for the state, and report one outcome per node;
 //! or, with `--dry-run`, say what it would do. An action past `max_nodes`
-//! needs a confirmation ([`confirm`]).
+//! needs a confirmation ([`max_nodes::confirm`]).
 //!
 //! The mapping from a server result to the reference client's words
 //! ([`outcome`]) and the reports are pure; [`status`] and [`action`] do the
