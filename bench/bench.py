@@ -1237,8 +1237,8 @@ def main():
         prog="bench/run", description="Benchmarks against their baselines, in one table.")
     parser.add_argument("groups", nargs="*", metavar="GROUP",
                         help=f"which rows to run: {', '.join(GROUPS)} (default: all)")
-    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "11")),
-                        help="timed runs per fast measurement, after one warm-up (default 11)")
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "31")),
+                        help="timed runs per fast measurement, after one warm-up (default 31)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp directory (logs, configs) and print its path")
     args = parser.parse_args()
