@@ -69,7 +69,9 @@ pub fn pieces(text: &str, count: usize) -> Option<Vec<Piece<'_>>> {
 /// No character that could tie one piece to another or change how lines
 /// are counted.
 fn plain(text: &str) -> bool {
-    !text.contains(['\t', '\r', '&', '*', '%'])
+    // A byte search each (memchr) beats one pass over the characters.
+    let bytes = text.as_bytes();
+    !b"\t\r&*%".iter().any(|b| bytes.contains(b))
         && !text.starts_with("---")
         && !text.contains("\n---")
         && !text.contains("\n...")
@@ -112,7 +114,7 @@ fn entry_starts(text: &str) -> Option<Vec<(usize, usize)>> {
         if Some(depth) == indent {
             // A key, as every entry starts with; else something this cut
             // does not understand (say a quoted value carried on).
-            let key = content.split_once(": ").is_some() || content.trim_end().ends_with(':');
+            let key = content.trim_end().ends_with(':') || content.contains(": ");
             if !key {
                 return None;
             }

@@ -1,9 +1,10 @@
 //! YAML text to a small tree whose every node knows its line and column.
 //!
-//! Pure. Built straight from yaml-rust2's events: a scalar is its string
-//! and a position, a collection is a `Vec`, so a 100,000-node fragment
-//! costs little more than its strings and is dropped whole once the
-//! fragment is read. Scalars stay strings (`yes` is not a boolean, `010`
+//! Pure. Built straight from YAML events: a scalar is its string and a
+//! position, a collection is a `Vec`, so a 100,000-node fragment costs
+//! little more than its strings and is dropped whole once the fragment is
+//! read. The events are yaml-rust2's, or for the plain shape most files
+//! have, the same events from [`super::plain_yaml`], several times faster. Scalars stay strings (`yes` is not a boolean, `010`
 //! not a number): the topology decides what a value means.
 //!
 //! What YAML allows but a topology does not (a key given twice, anchors,
@@ -126,12 +127,26 @@ pub fn parse_from(text: &str, first_line: usize) -> Result<Parsed, Problem> {
         lines_before: first_line.saturating_sub(1),
         ..Builder::default()
     };
-    Parser::new_from_str(text)
-        .load(&mut builder, true)
-        .map_err(|e| Problem {
-            span: builder.span(*e.marker()),
-            message: format!("invalid YAML: {}", e.info()),
-        })?;
+    let lines_before = builder.lines_before;
+    let fast = super::plain_yaml::read(text, &mut |event, span| {
+        let span = Span {
+            line: span.line + lines_before,
+            ..span
+        };
+        builder.on(event, span);
+    });
+    if !fast {
+        builder = Builder {
+            lines_before,
+            ..Builder::default()
+        };
+        Parser::new_from_str(text)
+            .load(&mut builder, true)
+            .map_err(|e| Problem {
+                span: builder.span(*e.marker()),
+                message: format!("invalid YAML: {}", e.info()),
+            })?;
+    }
     let root = builder.root.unwrap_or_else(|| {
         Node::Mapping(Mapping {
             entries: Vec::new(),
@@ -259,6 +274,13 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         let span = self.span(mark);
+        self.on(event, span);
+    }
+}
+
+impl Builder {
+    /// `event`, found at `span` in the file.
+    fn on(&mut self, event: Event, span: Span) {
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
