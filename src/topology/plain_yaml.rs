@@ -1,17 +1,18 @@
 //! The plain shape of a topology file, read line by line.
 //!
 //! Pure. Most topology files, and every large one, are block mappings of
-//! one-line plain values: `key: value` lines nested by indentation.
-//! yaml-rust2 reads any YAML a character at a time through a token queue;
-//! for a 100,000-node file that was half of the load. [`read`] walks the
-//! lines instead and gives the tree builder the events yaml-rust2 would,
-//! at the same lines and columns.
+//! one-line values: `key: value` lines nested by indentation, a value
+//! plain or quoted. yaml-rust2 reads any YAML a character at a time
+//! through a token queue; for a 100,000-node file that was half of the
+//! load. [`read`] walks the lines instead and gives the tree builder the
+//! events yaml-rust2 would, at the same lines and columns.
 //!
-//! The shape is narrow on purpose: a list, a quote, a flow collection, an
-//! anchor, a tag, a block scalar, a TAB, a CR, text that is not ASCII, a
-//! value carried onto the next line or anything else unusual makes it give
-//! up, and the caller parses the text with yaml-rust2. A property test
-//! holds the events of every text it accepts equal to yaml-rust2's.
+//! The shape is narrow on purpose: a list, a flow collection, an anchor,
+//! a tag, a block scalar, an escape or a doubled quote in a quoted value,
+//! a TAB, a CR, text that is not ASCII, a value carried onto the next line
+//! or anything else unusual makes it give up, and the caller parses the
+//! text with yaml-rust2. A property test holds the events of every text it
+//! accepts equal to yaml-rust2's.
 
 use super::yaml::Span;
 use yaml_rust2::parser::Event;
@@ -87,10 +88,10 @@ pub fn read(text: &str, emit: &mut impl FnMut(Event, Span)) -> bool {
                 }
             }
         }
-        emit(scalar(entry.key), here);
+        emit(scalar(entry.key, TScalarStyle::Plain), here);
         match entry.value {
-            Some((value, column)) => emit(
-                scalar(value),
+            Some((value, style, column)) => emit(
+                scalar(value, style),
                 Span {
                     line: number,
                     column,
@@ -127,7 +128,7 @@ pub fn read(text: &str, emit: &mut impl FnMut(Event, Span)) -> bool {
 struct Entry<'a> {
     key: &'a str,
     /// The value and its 1-based column, if the line has one.
-    value: Option<(&'a str, usize)>,
+    value: Option<(&'a str, TScalarStyle, usize)>,
 }
 
 impl<'a> Entry<'a> {
@@ -157,6 +158,7 @@ impl<'a> Entry<'a> {
         at += spaces;
         match bytes.get(at) {
             None | Some(b'#') => return Some(Entry { key, value: None }),
+            Some(&quote @ (b'\'' | b'"')) => return Self::quoted(key, bytes, at, quote, indent),
             // The value starts with a letter, digit, `_`, `.` or `/`.
             Some(b) if b.is_ascii_alphanumeric() || b"_./".contains(b) => {}
             Some(_) => return None,
@@ -176,17 +178,49 @@ impl<'a> Entry<'a> {
         }
         Some(Entry {
             key,
-            value: Some((&content[at..end], indent + at + 1)),
+            value: Some((&content[at..end], TScalarStyle::Plain, indent + at + 1)),
+        })
+    }
+
+    /// The entry of `key` whose value is quoted with `quote`, starting at
+    /// `at` in `bytes`: a password often is. Only what reads as written
+    /// (no escape, no doubled quote, no line break inside), followed by
+    /// nothing but spaces and a comment.
+    fn quoted(key: &'a str, bytes: &'a [u8], at: usize, quote: u8, indent: usize) -> Option<Self> {
+        let inside = &bytes[at + 1..];
+        let close = inside
+            .iter()
+            .position(|&b| b == quote || b == b'\\' || !(b' '..=b'~').contains(&b))?;
+        if inside[close] != quote {
+            return None;
+        }
+        let after = &inside[close + 1..];
+        let spaces = after.iter().take_while(|&&b| b == b' ').count();
+        match after.get(spaces) {
+            None => {}
+            Some(b'#') if spaces > 0 => {}
+            _ => return None,
+        }
+        let style = if quote == b'"' {
+            TScalarStyle::DoubleQuoted
+        } else {
+            TScalarStyle::SingleQuoted
+        };
+        // Printable ASCII: the bytes are a str.
+        let value = std::str::from_utf8(&inside[..close]).ok()?;
+        Some(Entry {
+            key,
+            value: Some((value, style, indent + at + 1)),
         })
     }
 }
 
-fn scalar(value: &str) -> Event {
-    Event::Scalar(value.to_string(), TScalarStyle::Plain, 0, None)
+fn scalar(value: &str, style: TScalarStyle) -> Event {
+    Event::Scalar(value.to_string(), style, 0, None)
 }
 
 fn empty() -> Event {
-    Event::Scalar(String::new(), TScalarStyle::Plain, 0, None)
+    scalar("", TScalarStyle::Plain)
 }
 
 #[cfg(test)]
@@ -245,6 +279,7 @@ mod tests {
         same("a:\n  b:\n    c:\n");
         same("cn[001-100],gpu01: x:y/z@w [1] {2} & * ! | > % ` ' \"\n");
         same("a: b#c\n");
+        same("a: 'p@ss: #w\"d'\nb: \"x 'y' #z\"  # c\nc: ''\nd: \"\"\n");
         same("a: 1\n\n\n");
         same("x:\n  a:\n  b: 1\n");
         same("x:\n  a:\n# c\n\n  b: 1\n");
@@ -263,8 +298,12 @@ mod tests {
             "a: 1\n  more\n",
             "a:\n    b: 1\n  c: 2\n",
             "a: [1, 2]\n",
-            "a: \"q\"\n",
-            "a: 'q'\n",
+            "a: \"q\\\"r\"\n",
+            "a: 'q''r'\n",
+            "a: 'q\n  r'\n",
+            "a: 'q'r\n",
+            "a: 'q'#c\n",
+            "a: 'q': b\n",
             "a: &x 1\n",
             "a: *x\n",
             "a: !t 1\n",
@@ -301,6 +340,7 @@ mod tests {
                 "[ ]{0,2}",
                 ":[ ]{1,3}[a-z0-9_./][-a-z0-9 :#_./\\[\\]{},&*!|>%@`'\"?]{0,6}[ ]{0,2}",
                 ":[ ]{1,2}[a-z0-9_./][a-z0-9.]{0,3}( #[a-z ]{0,3})?",
+                ":[ ]{1,2}['\"][-a-z :#'\"\\\\]{0,4}['\"][ :#a-z'\"]{0,3}",
             ],
         )
             .prop_map(|(key, rest)| {
