@@ -127,6 +127,9 @@ impl Joined {
         let nodes = &mut self.nodes;
         self.index.reserve(fragment.len());
         let mut repeated = Vec::new();
+        // Each repeat with its first definition, reported once per pair of
+        // places (two hostlists that overlap are one mistake).
+        let mut twice_at: Vec<(&Node, &Location)> = Vec::new();
         for (i, node) in fragment.iter().enumerate() {
             match self.index.entry(node.name.clone()) {
                 Entry::Occupied(first) => {
@@ -144,12 +147,7 @@ impl Joined {
                             &fragment[raw]
                         }
                     };
-                    self.errors.push(twice(
-                        "node",
-                        &node.name,
-                        &first.defined_at,
-                        &node.defined_at,
-                    ));
+                    twice_at.push((node, &first.defined_at));
                     repeated.push(i);
                 }
                 Entry::Vacant(slot) => {
@@ -157,6 +155,20 @@ impl Joined {
                 }
             }
         }
+        for run in twice_at.chunk_by(|a, b| a.1 == b.1 && a.0.defined_at == b.0.defined_at) {
+            let (node, first) = run[0];
+            let (what, is) = if run.len() == 1 {
+                ("node", "is")
+            } else {
+                ("nodes", "are")
+            };
+            let names = power_proto::hostlist::compress(run.iter().map(|(n, _)| &*n.name));
+            self.errors.push(Diagnostic::at(
+                &node.defined_at,
+                format!("{what} {names} {is} defined twice: first at {first}, again here"),
+            ));
+        }
+        drop(twice_at);
         if nodes.is_empty() && repeated.is_empty() {
             // The usual first fragment: its nodes as they are, not moved one by one.
             *nodes = fragment;
@@ -214,23 +226,37 @@ impl Joined {
         }
     }
 
+    /// Each node's platform is defined. One error per `platform` line,
+    /// naming its nodes as a hostlist: a typo under `n[0001-1000]` is one
+    /// mistake, not a thousand (the nodes of one key are side by side).
     fn check_platforms_exist(&mut self, platforms: &BTreeMap<String, Platform>) {
-        for node in &self.nodes {
-            if !platforms.contains_key(&*node.platform) {
-                let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
-                let defined = if defined.is_empty() {
-                    "none".to_string()
-                } else {
-                    defined.join(", ")
-                };
-                self.errors.push(Diagnostic::at(
-                    &node.platform_at,
-                    format!(
-                        "node {}: unknown platform {:?} (defined: {defined})",
-                        node.name, node.platform
-                    ),
-                ));
+        let nodes = &self.nodes;
+        let mut i = 0;
+        while i < nodes.len() {
+            let node = &nodes[i];
+            if platforms.contains_key(&*node.platform) {
+                i += 1;
+                continue;
             }
+            let end = nodes[i..]
+                .iter()
+                .position(|n| n.platform_at != node.platform_at || n.platform != node.platform)
+                .map_or(nodes.len(), |k| i + k);
+            let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
+            let defined = if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined.join(", ")
+            };
+            self.errors.push(Diagnostic::at(
+                &node.platform_at,
+                format!(
+                    "{}: unknown platform {:?} (defined: {defined})",
+                    named(&nodes[i..end]),
+                    node.platform
+                ),
+            ));
+            i = end;
         }
     }
 
@@ -434,6 +460,16 @@ impl Interner {
     }
 }
 
+/// `nodes` for a message: `node n1`, or `nodes n[1-3]` as a hostlist.
+fn named(nodes: &[Node]) -> String {
+    let names = power_proto::hostlist::compress(nodes.iter().map(|n| &*n.name));
+    if nodes.len() == 1 {
+        format!("node {names}")
+    } else {
+        format!("nodes {names}")
+    }
+}
+
 /// A node variable whose value would break a batch driver's input line.
 struct Unsendable {
     nodes: String,
@@ -581,6 +617,27 @@ mod tests {
         assert_eq!(
             e,
             ["n.yaml:3:15: node cn07: unknown platform \"ipmi\" (defined: none)"]
+        );
+    }
+
+    #[test]
+    fn one_mistake_under_a_hostlist_is_one_error_naming_its_nodes() {
+        let e = merge_errors(&[
+            ("a.yaml", PLATFORM),
+            (
+                "n.yaml",
+                "static_nodes:\n  n[0001-1000]:\n    platform: pp\n  \
+                 m[1-2]:\n    platform: pp\n  k1:\n    platform: p\n  \
+                 cn[1-4]:\n    platform: p\n  cn[3-6],x:\n    platform: p\n",
+            ),
+        ]);
+        assert_eq!(
+            e,
+            [
+                "n.yaml:10:3: nodes cn[3-4] are defined twice: first at n.yaml:8:3, again here",
+                "n.yaml:3:15: nodes n[0001-1000]: unknown platform \"pp\" (defined: p)",
+                "n.yaml:5:15: nodes m[1-2]: unknown platform \"pp\" (defined: p)",
+            ]
         );
     }
 
