@@ -157,18 +157,15 @@ impl Joined {
         }
         for run in twice_at.chunk_by(|a, b| a.1 == b.1 && a.0.defined_at == b.0.defined_at) {
             let (node, first) = run[0];
-            let (what, is) = if run.len() == 1 {
-                ("node", "is")
-            } else {
-                ("nodes", "are")
-            };
-            let names = power_proto::hostlist::compress(run.iter().map(|(n, _)| &*n.name));
+            let is = if run.len() == 1 { "is" } else { "are" };
             self.errors.push(Diagnostic::at(
                 &node.defined_at,
-                format!("{what} {names} {is} defined twice: first at {first}, again here"),
+                format!(
+                    "{} {is} defined twice: first at {first}, again here",
+                    named(run.iter().map(|(n, _)| *n))
+                ),
             ));
         }
-        drop(twice_at);
         if nodes.is_empty() && repeated.is_empty() {
             // The usual first fragment: its nodes as they are, not moved one by one.
             *nodes = fragment;
@@ -461,13 +458,10 @@ impl Interner {
 }
 
 /// `nodes` for a message: `node n1`, or `nodes n[1-3]` as a hostlist.
-fn named(nodes: &[Node]) -> String {
-    let names = power_proto::hostlist::compress(nodes.iter().map(|n| &*n.name));
-    if nodes.len() == 1 {
-        format!("node {names}")
-    } else {
-        format!("nodes {names}")
-    }
+fn named<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> String {
+    let names: Vec<&str> = nodes.into_iter().map(|n| &*n.name).collect();
+    let what = if names.len() == 1 { "node" } else { "nodes" };
+    format!("{what} {}", power_proto::hostlist::compress(names))
 }
 
 /// A node variable whose value would break a batch driver's input line.

@@ -2,9 +2,9 @@
 //! fragments in drop-in directories.
 //!
 //! `sources` finds the files (I/O), `yaml` turns a file's text into a
-//! located tree (pure; `plain_yaml` reads the usual shape fast), `parse` reads one fragment from it (pure), `merge`
-//! builds each fragment's nodes and joins them, checking cross-references
-//! (pure). `split` cuts a large file into pieces (pure) that [`load`] reads
+//! located tree (pure; `plain_yaml` reads the usual shape fast), `parse`
+//! reads one fragment from it (pure), `merge` builds each fragment's nodes
+//! and joins them, checking cross-references (pure). `split` cuts a large file into pieces (pure) that [`load`] reads
 //! side by side.
 
 mod diagnostic;

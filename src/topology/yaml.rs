@@ -4,8 +4,9 @@
 //! position, a collection is a `Vec`, so a 100,000-node fragment costs
 //! little more than its strings and is dropped whole once the fragment is
 //! read. The events are yaml-rust2's, or for the plain shape most files
-//! have, the same events from [`super::plain_yaml`], several times faster. Scalars stay strings (`yes` is not a boolean, `010`
-//! not a number): the topology decides what a value means.
+//! have, the same events from [`super::plain_yaml`], several times faster.
+//! Scalars stay strings (`yes` is not a boolean, `010` not a number): the
+//! topology decides what a value means.
 //!
 //! What YAML allows but a topology does not (a key given twice, anchors,
 //! tags, a key that is not a plain string, a second document) is reported
@@ -271,13 +272,6 @@ impl Builder {
     }
 }
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, event: Event, mark: Marker) {
-        let span = self.span(mark);
-        self.on(event, span);
-    }
-}
-
 impl Builder {
     /// `event`, found at `span` in the file.
     fn on(&mut self, event: Event, span: Span) {
@@ -326,6 +320,13 @@ impl Builder {
             },
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        let span = self.span(mark);
+        self.on(event, span);
     }
 }
 
