@@ -36,8 +36,10 @@ pub fn read(text: &str, emit: &mut impl FnMut(Event, Span)) -> bool {
     // A key read with no value on its line: a nested mapping follows, or
     // its value is empty.
     let mut waiting = false;
+    let mut lines = 0;
     for (index, line) in text.split('\n').enumerate() {
         let number = index + 1;
+        lines = number;
         let content = line.trim_start_matches(' ');
         if content.is_empty() || content.starts_with('#') {
             continue;
@@ -106,7 +108,7 @@ pub fn read(text: &str, emit: &mut impl FnMut(Event, Span)) -> bool {
     }
     // yaml-rust2 closes what is open on the line after the last.
     let end = Span {
-        line: text.split('\n').count() + usize::from(!text.ends_with('\n')),
+        line: lines + usize::from(!text.ends_with('\n')),
         column: 1,
     };
     if waiting {
