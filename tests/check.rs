@@ -161,8 +161,21 @@ fn a_broken_copy_fails_naming_file_and_line() {
     let out = check(&dir, &[&drivers]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
+    // The nodes of the key above that line share one error, named by it.
+    let key = original
+        .lines()
+        .take(line - 1)
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.trim_end().ends_with(':'))
+        .last()
+        .unwrap()
+        .trim()
+        .trim_end_matches(':');
+    assert!(
+        stderr.starts_with("power-server: topology has 1 error:"),
+        "one error for the whole hostlist {key}: {stderr}"
+    );
     let expected = format!(
-        "{}:{line}:15: node demo01: unknown platform \"simm\" (defined: ",
+        "{}:{line}:15: nodes {key}: unknown platform \"simm\" (defined: ",
         demo.display()
     );
     let defined = stderr
