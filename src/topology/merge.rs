@@ -228,6 +228,12 @@ impl Joined {
     /// mistake, not a thousand (the nodes of one key are side by side).
     fn check_platforms_exist(&mut self, platforms: &BTreeMap<String, Platform>) {
         let nodes = &self.nodes;
+        let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
+        let defined = if defined.is_empty() {
+            "none".to_string()
+        } else {
+            defined.join(", ")
+        };
         let mut i = 0;
         while i < nodes.len() {
             let node = &nodes[i];
@@ -239,12 +245,6 @@ impl Joined {
                 .iter()
                 .position(|n| n.platform_at != node.platform_at || n.platform != node.platform)
                 .map_or(nodes.len(), |k| i + k);
-            let defined: Vec<&str> = platforms.keys().map(String::as_str).collect();
-            let defined = if defined.is_empty() {
-                "none".to_string()
-            } else {
-                defined.join(", ")
-            };
             self.errors.push(Diagnostic::at(
                 &node.platform_at,
                 format!(
